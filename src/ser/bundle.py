@@ -1,0 +1,179 @@
+"""The bundle folder: the contract between export and runtime.
+
+A bundle is `model.onnx` (plus its external-data file for very large models) and `manifest.json`,
+which says what the graph is and lists every file with its sha256. `Bundle.load` verifies those
+hashes, so a half-copied or tampered bundle is refused before anything runs it. Writing goes
+through `BundleWriter`, which stages the folder beside its destination and renames it into place,
+so an interrupted export never leaves a half bundle. json and hashlib only: no torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ONNX_NAME = "model.onnx"
+
+
+class BundleError(ValueError):
+    """A bundle folder that cannot be used: the message names the folder and the reason."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output; `shape` holds ints for fixed dims and names for dynamic ones."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str  # registry name: wav2vec2, hubert, wavlm, resnet18
+    size: str  # tiny, base, large, or "checkpoint" when the checkpoint's own config decides
+    architecture: str  # the PyTorch class exported
+    parameters: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    model: ModelInfo
+    labels: tuple[str, ...]
+    sample_rate: int
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    source: dict[str, Any]  # {"kind": "checkpoint"|"hub"|"random-init", ...}
+    versions: dict[str, str]
+    validation: dict[str, Any]
+    files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Manifest:
+        try:
+            version = data["format_version"]
+            if version != FORMAT_VERSION:
+                raise BundleError(
+                    f"{where}: manifest format_version {version} is not supported (this ser reads {FORMAT_VERSION})"
+                )
+            return cls(
+                model=ModelInfo(**data["model"]),
+                labels=tuple(data["labels"]),
+                sample_rate=int(data["sample_rate"]),
+                precision=data["precision"],
+                inputs=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in data["inputs"]),
+                outputs=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in data["outputs"]),
+                source=dict(data["source"]),
+                versions=dict(data["versions"]),
+                validation=dict(data["validation"]),
+                files=dict(data["files"]),
+                format_version=version,
+            )
+        except KeyError as e:
+            raise BundleError(f"{where}: manifest lacks the field {e.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, BundleError):
+                raise
+            raise BundleError(f"{where}: manifest is malformed: {e}") from None
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: Manifest
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_NAME
+
+    @classmethod
+    def load(cls, path: str | Path) -> Bundle:
+        """Read the manifest and verify every listed file's sha256; raise BundleError otherwise."""
+        path = Path(path)
+        manifest_path = path / MANIFEST_NAME
+        if not path.is_dir():
+            raise BundleError(f"{path}: not a bundle folder (no such directory)")
+        if not manifest_path.is_file():
+            raise BundleError(f"{path}: not a bundle folder (no {MANIFEST_NAME}); make one with ser-export")
+        try:
+            data = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise BundleError(f"{manifest_path}: not valid JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise BundleError(f"{manifest_path}: expected a JSON object")
+        manifest = Manifest.from_dict(data, str(manifest_path))
+        if ONNX_NAME not in manifest.files:
+            raise BundleError(f"{manifest_path}: lists no {ONNX_NAME}")
+        for name, expected in manifest.files.items():
+            file = path / name
+            if not file.is_file():
+                raise BundleError(f"{path}: {name} is listed in the manifest but missing; copy the whole folder")
+            if sha256_file(file) != expected:
+                raise BundleError(
+                    f"{path}: {name} does not match its sha256 in the manifest (corrupted or modified); "
+                    "re-export or re-copy the bundle"
+                )
+        return cls(path, manifest)
+
+
+class BundleWriter:
+    """Stage a bundle in a hidden sibling folder, then `commit` it into place with a rename.
+
+    Use as a context manager: leaving the block without `commit` (an error, an interrupt) removes
+    the staging folder, and the destination is untouched.
+    """
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.out = Path(out)
+        self.overwrite = overwrite
+        self.dir: Path | None = None
+
+    def __enter__(self) -> BundleWriter:
+        if self.out.exists() and not self.overwrite:
+            raise BundleError(f"{self.out}: already exists; choose another --out or pass --overwrite")
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=self.out.parent))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.dir is not None and self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def commit(self, manifest: Manifest) -> Bundle:
+        """Hash every staged file into the manifest, write it, and move the folder to `out`."""
+        assert self.dir is not None, "BundleWriter.commit outside its with-block"
+        files = {
+            p.name: sha256_file(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST_NAME
+        }
+        manifest = replace(manifest, files=files)
+        (self.dir / MANIFEST_NAME).write_text(manifest.to_json())
+        old = None
+        if self.out.exists():
+            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
+            os.replace(self.out, old)
+        os.replace(self.dir, self.out)
+        self.dir = None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        return Bundle(self.out, manifest)

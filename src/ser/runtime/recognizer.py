@@ -1,0 +1,121 @@
+"""EmotionRecognizer: load a bundle, answer emotions for audio. The face services embed."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ser.audio import SAMPLE_RATE, AudioInput, load_audio
+from ser.bundle import Bundle, BundleError
+from ser.runtime.base import Backend, BackendError
+from ser.runtime.onnxrt import OnnxRuntimeBackend
+
+BACKENDS = ("auto", "onnxruntime")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str  # the most likely emotion
+    scores: dict[str, float]  # every label's probability, summing to 1
+    duration_s: float  # length of the audio that was classified
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, stable for large logits."""
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Right-pad clips with zeros to one [batch, samples] array; `lengths` keeps the valid counts."""
+    lengths = np.array([len(c) for c in clips], dtype=np.int64)
+    audio = np.zeros((len(clips), int(lengths.max())), dtype=np.float32)
+    for row, clip in zip(audio, clips, strict=True):
+        row[: len(clip)] = clip
+    return audio, lengths
+
+
+def open_backend(bundle: Bundle, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Backend:
+    """The Backend that runs `bundle` (not yet activated)."""
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=threads)
+
+
+class EmotionRecognizer:
+    """Classify the emotion in speech with an exported bundle; numpy and ONNX Runtime, no torch.
+
+    >>> recognizer = EmotionRecognizer.load("bundles/wavlm")
+    >>> recognizer.predict("call.wav").label
+    'neutral'
+    """
+
+    def __init__(self, bundle: Bundle, backend: Backend):
+        self.bundle = bundle
+        self.backend = backend
+        self.labels: tuple[str, ...] = bundle.manifest.labels
+        if bundle.manifest.sample_rate != SAMPLE_RATE:
+            raise BundleError(f"{bundle.path}: graphs at {bundle.manifest.sample_rate} Hz are not supported")
+        if not backend.is_active:
+            backend.activate()
+
+    @classmethod
+    def load(
+        cls,
+        bundle: str | Path | Bundle,
+        backend: str = "auto",
+        device: str = "cpu",
+        threads: int | None = None,
+    ) -> EmotionRecognizer:
+        """Verify and open a bundle folder. `threads` caps the CPU threads (None: ONNX Runtime decides)."""
+        if not isinstance(bundle, Bundle):
+            bundle = Bundle.load(bundle)
+        return cls(bundle, open_backend(bundle, backend, device, threads))
+
+    def predict(self, audio: AudioInput, sample_rate: int | None = None) -> Prediction:
+        """Classify one clip: a path, the bytes of an audio file, or samples with their `sample_rate`."""
+        return self.predict_batch([audio], sample_rate)[0]
+
+    def predict_batch(
+        self, items: Sequence[AudioInput], sample_rate: int | None = None, batch_size: int = 8
+    ) -> list[Prediction]:
+        """Classify many clips, `batch_size` at a time; answers come back in the order given.
+
+        Clips are grouped by length so padding stays small; the graph's `lengths` input makes the
+        padding invisible to the answer.
+        """
+        clips = [load_audio(item, sample_rate) for item in items]
+        results: list[Prediction | None] = [None] * len(clips)
+        order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            for i, prediction in zip(chunk, self._classify([clips[i] for i in chunk]), strict=True):
+                results[i] = prediction
+        return [r for r in results if r is not None]
+
+    def _classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
+        audio, lengths = pad_batch(clips)
+        logits = self.backend.infer({"audio": audio, "lengths": lengths})["logits"]
+        probabilities = softmax(logits.astype(np.float64))
+        return [
+            Prediction(
+                label=self.labels[int(p.argmax())],
+                scores={label: float(s) for label, s in zip(self.labels, p, strict=True)},
+                duration_s=float(n) / SAMPLE_RATE,
+            )
+            for p, n in zip(probabilities, lengths, strict=True)
+        ]
+
+    def close(self) -> None:
+        if self.backend.is_active:
+            self.backend.deactivate()
+
+    def __enter__(self) -> EmotionRecognizer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
