@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -17,7 +16,7 @@ import soxr
 SAMPLE_RATE = 16_000  # Hz, what every exported graph expects
 MIN_SAMPLES = 400  # 25 ms: the wav2vec2 family's convolutional receptive field
 
-AudioInput = Union[str, Path, bytes, np.ndarray]
+AudioInput = str | Path | bytes | np.ndarray
 
 
 class AudioError(ValueError):

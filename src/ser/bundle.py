@@ -90,6 +90,15 @@ class Manifest:
             raise BundleError(f"{where}: manifest is malformed: {e}") from None
 
 
+def graph_signature(num_labels: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph contract every bundle follows: (inputs, outputs)."""
+    inputs = (
+        TensorSpec("audio", "float32", ("batch", "samples")),
+        TensorSpec("lengths", "int64", ("batch",)),
+    )
+    return inputs, (TensorSpec("logits", "float32", ("batch", num_labels)),)
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -163,9 +172,7 @@ class BundleWriter:
     def commit(self, manifest: Manifest) -> Bundle:
         """Hash every staged file into the manifest, write it, and move the folder to `out`."""
         assert self.dir is not None, "BundleWriter.commit outside its with-block"
-        files = {
-            p.name: sha256_file(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST_NAME
-        }
+        files = {p.name: sha256_file(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
         manifest = replace(manifest, files=files)
         (self.dir / MANIFEST_NAME).write_text(manifest.to_json())
         old = None

@@ -15,8 +15,8 @@ import transformers
 
 import ser
 from ser.audio import SAMPLE_RATE
-from ser.bundle import ONNX_NAME, Bundle, BundleWriter, Manifest, ModelInfo
-from ser.export.onnx import OPSET, export_onnx, graph_signature
+from ser.bundle import ONNX_NAME, Bundle, BundleWriter, Manifest, ModelInfo, graph_signature
+from ser.export.onnx import OPSET, export_onnx
 from ser.export.validate import ExportToleranceError, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend

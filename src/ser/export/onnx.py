@@ -15,19 +15,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from ser.audio import MIN_SAMPLES
-from ser.bundle import TensorSpec
 
 OPSET = 18
 EXTERNAL_DATA_BYTES = 1 << 30  # above 1 GiB of weights, store them beside the graph (protobuf caps at 2 GiB)
-
-
-def graph_signature(num_labels: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The graph contract every bundle follows: (inputs, outputs)."""
-    inputs = (
-        TensorSpec("audio", "float32", ("batch", "samples")),
-        TensorSpec("lengths", "int64", ("batch",)),
-    )
-    return inputs, (TensorSpec("logits", "float32", ("batch", num_labels)),)
 
 
 def remove_weight_norm(module: nn.Module) -> int:

@@ -38,9 +38,7 @@ class AttentiveStatsPooling(nn.Module):
 
     def __init__(self, hidden_size: int, attention_size: int):
         super().__init__()
-        self.attention = nn.Sequential(
-            nn.Linear(hidden_size, attention_size), nn.Tanh(), nn.Linear(attention_size, 1)
-        )
+        self.attention = nn.Sequential(nn.Linear(hidden_size, attention_size), nn.Tanh(), nn.Linear(attention_size, 1))
 
     def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         scores = self.attention(hidden).squeeze(-1)  # [batch, frames]

@@ -67,8 +67,10 @@ class Backend(ABC):
                 got = array.dtype if isinstance(array, np.ndarray) else type(array).__name__
                 raise BackendError(f"{self.name}: input {name!r} must be a {spec.dtype} array, got {got}")
             if array.ndim != len(spec.shape):
-                raise BackendError(f"{self.name}: input {name!r} must have {len(spec.shape)} dims {spec.shape}, "
-                                   f"got shape {array.shape}")
+                raise BackendError(
+                    f"{self.name}: input {name!r} must have {len(spec.shape)} dims {spec.shape}, "
+                    f"got shape {array.shape}"
+                )
 
     def __enter__(self) -> Backend:
         self.activate()

@@ -1,0 +1,28 @@
+# `make demo` runs the main job on a built-in default; `make test` runs lint and the tests.
+# Both create .venv/ at the project root on first use and install the project there.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# This exact pair installs from local disk on the project's machines (a CUDA build that runs on CPUs too).
+	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/python -m pip install -q -e '.[export,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/ser demo --out demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf demo bundles .pytest_cache

@@ -1,0 +1,31 @@
+"""Command line: `ser <command>`, and each command as its own `ser-<command>` script."""
+
+import logging
+
+import click
+
+from ser.cli.demo import demo_command
+from ser.cli.export import export_command
+from ser.cli.infer import infer_command
+
+
+def setup_logging(verbose: bool = True) -> None:
+    """ser's progress lines on stderr; the exporters' own chatter only when it is an error."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("ser")
+    logger.handlers[:] = [handler]
+    logger.setLevel(logging.INFO if verbose else logging.WARNING)
+    for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ser")
+def main() -> None:
+    """ser: speech emotion recognition, from a PyTorch checkpoint to a production bundle."""
+
+
+main.add_command(export_command, "export")
+main.add_command(infer_command, "infer")
+main.add_command(demo_command, "demo")
