@@ -99,7 +99,8 @@ def _check_array(samples: np.ndarray, name: str) -> np.ndarray:
         raise AudioError(f"{name}: expected numeric samples, got dtype {samples.dtype}")
     if np.issubdtype(samples.dtype, np.integer):  # PCM integers to [-1, 1)
         samples = samples.astype(np.float32) / float(np.iinfo(samples.dtype).max + 1)
-    return samples.reshape(len(samples), -1).astype(np.float32, copy=False)
+    samples = samples[:, None] if samples.ndim == 1 else samples
+    return samples.astype(np.float32, copy=False)
 
 
 def _finish(samples: np.ndarray, rate: int, name: str) -> np.ndarray:

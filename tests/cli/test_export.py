@@ -1,0 +1,60 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ser.bundle import Bundle
+from ser.cli import main
+from ser.cli.export import export_command
+
+SCRIPTS = Path(sys.executable).parent
+
+
+def test_ser_export_writes_a_bundle(tiny_checkpoint, tmp_path):
+    out = tmp_path / "bundles" / "hubert"
+    result = subprocess.run(
+        [SCRIPTS / "ser-export", "--model", "hubert", "--checkpoint", tiny_checkpoint("hubert"), "--out", out],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(out)
+    assert "validating against PyTorch" in result.stderr
+    assert Bundle.load(out).manifest.model.name == "hubert"
+
+
+def test_ser_group_has_the_same_commands(tmp_path):
+    result = CliRunner().invoke(
+        main, ["export", "--model", "resnet18", "--size", "tiny", "--random-init", "--out", str(tmp_path / "b"), "-q"]
+    )
+    assert result.exit_code == 0, result.output
+    assert Bundle.load(tmp_path / "b").manifest.source["kind"] == "random-init"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--model", "wavlm", "--checkpoint", "no/such-model"], "could not load from the Hugging Face hub"),
+        (["--model", "wavlm", "--random-init", "--size", "tiny", "--tolerance", "0"], "no bundle written"),
+        (["--model", "bert"], "Invalid value for '--model'"),
+    ],
+)
+def test_export_errors_are_clear(tmp_path, args, message):
+    result = CliRunner().invoke(export_command, [*args, "--out", str(tmp_path / "b")])
+    assert result.exit_code != 0
+    assert message in result.output
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("command", ["ser-export", "ser-infer", "ser"])
+def test_every_command_explains_itself(command):
+    result = subprocess.run([SCRIPTS / command, "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for option in {
+        "ser-export": ["--model", "--checkpoint", "--size", "--random-init", "--out"],
+        "ser-infer": ["--json", "--backend", "--device", "--threads"],
+        "ser": ["export", "infer", "demo"],
+    }[command]:
+        assert option in result.stdout

@@ -1,0 +1,37 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPTS = Path(sys.executable).parent
+
+
+def _run(*args):
+    return subprocess.run([SCRIPTS / "ser-infer", *map(str, args)], capture_output=True, text=True)
+
+
+def test_json_lines_with_a_bad_file_among_good_ones(tiny_bundle, write_clip, tmp_path):
+    good = [write_clip("a.wav", seconds=1.0), write_clip("b.flac", seconds=0.5, rate=44_100, seed=1)]
+    bad = tmp_path / "broken.mp3"
+    bad.write_bytes(b"ID3 not really an mp3")
+    result = _run(tiny_bundle("wavlm"), good[0], bad, good[1], "--json")
+    assert result.returncode == 1
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["file"] for line in lines] == [str(good[0]), str(bad), str(good[1])]
+    assert "broken.mp3" in lines[1]["error"] and "label" not in lines[1]
+    for line in (lines[0], lines[2]):
+        assert line["label"] in line["scores"] and abs(sum(line["scores"].values()) - 1) < 1e-6
+
+
+def test_human_output_and_success_status(tiny_bundle, write_clip):
+    clip = write_clip("a.ogg", seconds=1.0)
+    result = _run(tiny_bundle("resnet18"), clip, "--threads", "1")
+    assert result.returncode == 0, result.stderr
+    file, label, scores = result.stdout.strip().split("\t")
+    assert file == str(clip) and label in scores
+
+
+def test_unusable_bundle_exits_2(tmp_path, write_clip):
+    result = _run(tmp_path, write_clip("a.wav"))
+    assert result.returncode == 2
+    assert "no manifest.json" in result.stderr

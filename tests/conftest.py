@@ -1,0 +1,87 @@
+"""Shared fixtures: tiny checkpoints saved with save_pretrained, their bundles, and real audio files.
+
+Everything is generated here; nothing is downloaded (the hub is switched off for the whole run).
+"""
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+SAMPLE_RATE = 16_000
+# Every registered model needs a tiny fixture; tests/models/test_registry.py keeps this in step.
+TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "resnet18")
+
+
+def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
+    """A voiced, gliding harmonic signal with noise: enough structure for models to react to."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    f0 = rng.uniform(100, 250) * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(f0) / rate
+    voice = sum(np.sin(k * phase) / k for k in range(1, 6))
+    return (0.25 * voice + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
+    """name → a checkpoint folder as a user's fine-tuning would leave it (config, weights, feature extractor)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor
+
+    from ser.models import get_spec
+
+    cache: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in cache:
+            spec = get_spec(name)
+            torch.manual_seed(0)
+            model = spec.build("tiny")
+            # A trained head separates classes by more than random init's ~1e-3, so top-1 comparisons
+            # below test the graph rather than ties.
+            head = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+            torch.nn.init.normal_(head.weight, std=1.0)
+            path = tmp_path_factory.mktemp(f"checkpoint-{name}")
+            model.save_pretrained(path)
+            Wav2Vec2FeatureExtractor(do_normalize=spec.normalize, return_attention_mask=False).save_pretrained(path)
+            cache[name] = path
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tiny_checkpoint, tmp_path_factory) -> Callable[[str], Path]:
+    """name → a bundle exported (and validated) from that model's tiny checkpoint."""
+    from ser.export import ExportOptions, export_bundle
+
+    cache: dict[str, Path] = {}
+
+    def make(name: str) -> Path:
+        if name not in cache:
+            out = tmp_path_factory.mktemp(f"bundle-{name}") / name
+            cache[name] = export_bundle(ExportOptions(name, checkpoint=str(tiny_checkpoint(name))), out).path
+        return cache[name]
+
+    return make
+
+
+@pytest.fixture
+def write_clip(tmp_path) -> Callable[..., Path]:
+    """Write a real audio file: write_clip("a.flac", seconds=1.0, rate=44100, channels=2)."""
+
+    def write(name: str, seconds: float = 1.0, rate: int = SAMPLE_RATE, channels: int = 1, seed: int = 0) -> Path:
+        mono = speech_like(seconds, rate, seed)
+        samples = mono if channels == 1 else np.stack([mono * (1 - 0.1 * c) for c in range(channels)], axis=1)
+        path = tmp_path / name
+        sf.write(path, samples, rate)
+        return path
+
+    return write

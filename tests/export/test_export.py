@@ -1,0 +1,66 @@
+import json
+
+import onnx
+import pytest
+
+from ser.bundle import Bundle
+from ser.export import ExportOptions, ExportToleranceError, export_bundle
+from ser.export.validate import CASES
+from tests.conftest import TINY_MODELS
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_bundle_follows_the_contract(tiny_bundle, name):
+    bundle = Bundle.load(tiny_bundle(name))
+    m = bundle.manifest
+    assert (m.model.name, m.model.size, m.precision, m.sample_rate) == (name, "tiny", "fp32", 16_000)
+    assert m.labels == ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
+    assert m.source["kind"] == "checkpoint" and len(m.source["sha256"]) == 64
+    assert {"torch", "transformers", "onnx"} <= set(m.versions)
+    assert m.validation["passed"] and m.validation["max_abs_logit_error"] <= 1e-3
+    assert m.validation["top1_agreement"] == 1.0
+    assert [tuple(c) for c in m.validation["cases"]] == list(CASES)
+    assert set(m.files) == {"model.onnx"}
+
+    graph = onnx.load(bundle.onnx_path)
+    assert max(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.graph.input}
+    assert dims == {"audio": ["batch", "samples"], "lengths": ["batch"]}
+    types = {i.name: i.type.tensor_type.elem_type for i in graph.graph.input}
+    assert types == {"audio": onnx.TensorProto.FLOAT, "lengths": onnx.TensorProto.INT64}
+    (logits,) = graph.graph.output
+    assert logits.name == "logits"
+    assert [d.dim_param or d.dim_value for d in logits.type.tensor_type.shape.dim] == ["batch", 7]
+    ops = {n.op_type for n in graph.graph.node}
+    assert not ops & {"STFT", "DFT"}, "the log-mel must not use ops that CUDA/TensorRT lack"
+
+
+def test_weight_norm_is_a_plain_initializer_in_the_graph(tiny_bundle):
+    graph = onnx.load(tiny_bundle("wav2vec2") / "model.onnx")
+    names = [i.name for i in graph.graph.initializer]
+    assert not [n for n in names if "parametrizations" in n or "weight_g" in n or "weight_v" in n]
+    assert any("pos_conv_embed.conv.weight" in n for n in names)
+    ops = [n.op_type for n in graph.graph.node]
+    assert "ReduceL2" not in ops  # no per-call weight-norm recomputation
+
+
+def test_checkpoint_labels_reach_the_manifest(tmp_path):
+    from ser.models import get_spec
+
+    get_spec("resnet18").build("tiny", ("calm", "tense")).save_pretrained(tmp_path / "ckpt")
+    bundle = export_bundle(ExportOptions("resnet18", checkpoint=str(tmp_path / "ckpt")), tmp_path / "out")
+    assert bundle.manifest.labels == ("calm", "tense")
+    assert bundle.manifest.outputs[0].shape == ("batch", 2)
+
+
+def test_export_above_tolerance_fails_and_writes_nothing(tmp_path, tiny_checkpoint):
+    options = ExportOptions("wav2vec2", checkpoint=str(tiny_checkpoint("wav2vec2")), tolerance=1e-12)
+    with pytest.raises(ExportToleranceError, match=r"tolerance 1e-12.*no bundle written"):
+        export_bundle(options, tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_random_init_is_recorded(tmp_path):
+    bundle = export_bundle(ExportOptions("resnet18", size="tiny", random_init=True), tmp_path / "b")
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    assert manifest["source"] == {"kind": "random-init", "seed": 0, "normalize": False}

@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser.runtime import AudioError, BackendError, BundleError, EmotionRecognizer
+from tests.conftest import TINY_MODELS
+
+
+@pytest.fixture
+def recognizer(tiny_bundle):
+    with EmotionRecognizer.load(tiny_bundle("wavlm"), threads=2) as r:
+        yield r
+
+
+def test_predict_gives_a_label_and_all_scores(recognizer, write_clip):
+    p = recognizer.predict(write_clip("a.wav", seconds=1.5))
+    assert set(p.scores) == set(recognizer.labels) and len(p.scores) == 7
+    assert sum(p.scores.values()) == pytest.approx(1.0, abs=1e-9)
+    assert p.label == max(p.scores, key=p.scores.get)
+    assert p.duration_s == pytest.approx(1.5)
+
+
+def test_path_bytes_and_samples_agree(recognizer, write_clip):
+    path = write_clip("a.wav", seconds=1.0)
+    samples, rate = sf.read(path, dtype="float32")
+    answers = [recognizer.predict(path), recognizer.predict(path.read_bytes()), recognizer.predict(samples, rate)]
+    for p in answers[1:]:
+        assert p.label == answers[0].label
+        np.testing.assert_allclose(list(p.scores.values()), list(answers[0].scores.values()), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_batch_equals_one_by_one(tiny_bundle, write_clip, name):
+    files = [
+        write_clip("long.flac", seconds=2.0, rate=44_100, channels=2, seed=1),
+        write_clip("short.wav", seconds=0.3, seed=2),
+        write_clip("mid.ogg", seconds=1.1, rate=22_050, seed=3),
+        write_clip("odd.mp3", seconds=0.77, rate=24_000, seed=4),
+    ]
+    with EmotionRecognizer.load(tiny_bundle(name), threads=2) as recognizer:
+        alone = [recognizer.predict(f) for f in files]
+        batched = recognizer.predict_batch(files, batch_size=3)  # two padded, length-sorted chunks
+    for a, b in zip(alone, batched, strict=True):
+        assert a.label == b.label and a.duration_s == b.duration_s
+        np.testing.assert_allclose(list(a.scores.values()), list(b.scores.values()), atol=1e-5)
+
+
+def test_bad_audio_raises_audio_error(recognizer, tmp_path):
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF")
+    with pytest.raises(AudioError, match=r"bad\.wav"):
+        recognizer.predict(bad)
+
+
+def test_tampered_bundle_is_refused(tiny_bundle, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(tiny_bundle("resnet18"), tmp_path / "copy")
+    with open(copy / "model.onnx", "r+b") as f:
+        f.seek(-100, 2)
+        byte = f.read(1)
+        f.seek(-100, 2)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(BundleError, match="does not match its sha256"):
+        EmotionRecognizer.load(copy)
+
+
+def test_unknown_backend_is_refused(tiny_bundle):
+    with pytest.raises(BackendError, match="unknown backend 'tensorflow'"):
+        EmotionRecognizer.load(tiny_bundle("wavlm"), backend="tensorflow")
+
+
+def test_cuda_without_a_gpu_says_why(tiny_bundle):
+    from ser.runtime.onnxrt import available_devices
+
+    if "cuda" in available_devices():
+        pytest.skip("this machine has the CUDA provider")
+    with pytest.raises(BackendError, match="no CUDAExecutionProvider"):
+        EmotionRecognizer.load(tiny_bundle("wavlm"), device="cuda")

@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+
+
+@pytest.mark.parametrize("name", ["clip.wav", "clip.flac", "clip.ogg", "clip.mp3"])
+def test_decodes_every_supported_format(write_clip, name):
+    samples = load_audio(write_clip(name, seconds=1.0))
+    assert samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - SAMPLE_RATE) < 0.06 * SAMPLE_RATE  # mp3 adds encoder delay
+    assert 0.05 < np.abs(samples).max() <= 1.0
+
+
+def test_stereo_is_mixed_to_mono_and_resampled(write_clip):
+    samples = load_audio(write_clip("stereo.flac", seconds=2.0, rate=44_100, channels=2))
+    assert samples.shape == (2 * SAMPLE_RATE,)
+    reference = load_audio(write_clip("mono.flac", seconds=2.0, rate=44_100, channels=1))
+    # the fixture's second channel is 0.9x the first: the mean is 0.95x the mono clip
+    np.testing.assert_allclose(samples, 0.95 * reference, atol=2e-3)
+
+
+def test_resampling_keeps_pitch():
+    rate, tone = 44_100, 440.0
+    t = np.arange(rate) / rate
+    samples = load_audio(np.sin(2 * np.pi * tone * t).astype(np.float32), sample_rate=rate)
+    spectrum = np.abs(np.fft.rfft(samples))
+    peak_hz = np.argmax(spectrum) * SAMPLE_RATE / len(samples)
+    assert abs(peak_hz - tone) < 2
+
+
+def test_bytes_and_arrays_equal_the_file(write_clip):
+    path = write_clip("clip.wav")
+    from_file = load_audio(path)
+    np.testing.assert_array_equal(load_audio(path.read_bytes()), from_file)
+    raw, rate = sf.read(path, dtype="int16")
+    np.testing.assert_allclose(load_audio(raw, sample_rate=rate), from_file, atol=1e-4)
+
+
+def _expect_error(source, *fragments, **kwargs):
+    with pytest.raises(AudioError) as info:
+        load_audio(source, **kwargs)
+    message = str(info.value)
+    for fragment in fragments:
+        assert fragment in message, message
+    return message
+
+
+def test_empty_file_is_refused(tmp_path):
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    _expect_error(empty, "empty.wav", "empty")
+
+
+@pytest.mark.parametrize("name", ["cut.wav", "cut.flac", "cut.mp3", "cut.ogg"])
+def test_truncated_file_is_refused(write_clip, name):
+    path = write_clip(name, seconds=2.0)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    message = _expect_error(path, name)
+    assert "truncated" in message or "not readable" in message
+
+
+def test_truncated_wav_names_the_missing_bytes(write_clip):
+    path = write_clip("cut.wav", seconds=1.0)
+    path.write_bytes(path.read_bytes()[:-1000])
+    _expect_error(path, "cut.wav", "truncated", "data chunk")
+
+
+def test_text_file_is_not_audio(tmp_path):
+    text = tmp_path / "notes.wav"
+    text.write_text("these are meeting notes, not audio\n" * 20)
+    _expect_error(text, "notes.wav", "not readable audio")
+
+
+def test_missing_file(tmp_path):
+    _expect_error(tmp_path / "nowhere.wav", "nowhere.wav", "no such file")
+
+
+@pytest.mark.parametrize("bad, word", [(np.nan, "NaN"), (np.inf, "Inf")])
+def test_non_finite_samples_are_refused(tmp_path, bad, word):
+    samples = np.zeros(SAMPLE_RATE, dtype=np.float32)
+    samples[100] = bad
+    _expect_error(samples, "<array>", word, sample_rate=SAMPLE_RATE)
+    path = tmp_path / "bad.wav"
+    sf.write(path, samples, SAMPLE_RATE, subtype="FLOAT")
+    _expect_error(path, "bad.wav", word)
+
+
+def test_zero_length_is_refused(tmp_path):
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(0, dtype=np.float32), SAMPLE_RATE)
+    _expect_error(path, "silent.wav", "zero length")
+    _expect_error(np.zeros(0, dtype=np.float32), "zero length", sample_rate=SAMPLE_RATE)
+
+
+def test_too_short_is_refused():
+    _expect_error(np.zeros(MIN_SAMPLES - 1, dtype=np.float32), "too short", sample_rate=SAMPLE_RATE)
+
+
+def test_array_needs_its_rate_and_layout():
+    _expect_error(np.zeros(SAMPLE_RATE, dtype=np.float32), "sample_rate")
+    _expect_error(np.zeros((2, SAMPLE_RATE), dtype=np.float32), "[channels, samples]", sample_rate=SAMPLE_RATE)
+
+
+def test_file_rate_conflicting_with_argument(write_clip):
+    _expect_error(write_clip("clip.wav", rate=22_050), "22050 Hz", sample_rate=SAMPLE_RATE)

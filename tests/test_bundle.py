@@ -1,0 +1,102 @@
+import json
+
+import pytest
+
+from ser.bundle import (
+    MANIFEST_NAME,
+    Bundle,
+    BundleError,
+    BundleWriter,
+    Manifest,
+    ModelInfo,
+    graph_signature,
+)
+
+
+def _manifest() -> Manifest:
+    inputs, outputs = graph_signature(3)
+    return Manifest(
+        model=ModelInfo("wavlm", "tiny", "WavLMForEmotion", 10),
+        labels=("a", "b", "c"),
+        sample_rate=16_000,
+        precision="fp32",
+        inputs=inputs,
+        outputs=outputs,
+        source={"kind": "random-init", "seed": 0},
+        versions={"ser": "0"},
+        validation={"passed": True},
+    )
+
+
+def _write(out, payload=b"graph bytes", overwrite=False) -> Bundle:
+    with BundleWriter(out, overwrite=overwrite) as writer:
+        (writer.dir / "model.onnx").write_bytes(payload)
+        return writer.commit(_manifest())
+
+
+def test_round_trip(tmp_path):
+    written = _write(tmp_path / "b")
+    loaded = Bundle.load(tmp_path / "b")
+    assert loaded.manifest == written.manifest
+    assert set(loaded.manifest.files) == {"model.onnx"}
+    assert loaded.manifest.outputs[0].shape == ("batch", 3)
+
+
+def test_tampered_file_is_refused(tmp_path):
+    _write(tmp_path / "b")
+    (tmp_path / "b" / "model.onnx").write_bytes(b"graph bytez")
+    with pytest.raises(BundleError, match=r"model\.onnx does not match its sha256"):
+        Bundle.load(tmp_path / "b")
+
+
+def test_missing_file_is_refused(tmp_path):
+    _write(tmp_path / "b")
+    (tmp_path / "b" / "model.onnx").unlink()
+    with pytest.raises(BundleError, match=r"model\.onnx is listed in the manifest but missing"):
+        Bundle.load(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.pop("labels"), "lacks the field 'labels'"),
+        (lambda m: m.update(format_version=99), "format_version 99 is not supported"),
+        (lambda m: m.update(inputs=7), "malformed"),
+    ],
+)
+def test_bad_manifest_is_refused(tmp_path, edit, message):
+    _write(tmp_path / "b")
+    path = tmp_path / "b" / MANIFEST_NAME
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    with pytest.raises(BundleError, match=message):
+        Bundle.load(tmp_path / "b")
+
+
+def test_not_a_bundle(tmp_path):
+    with pytest.raises(BundleError, match="no such directory"):
+        Bundle.load(tmp_path / "nothing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BundleError, match=r"no manifest\.json"):
+        Bundle.load(tmp_path / "empty")
+    (tmp_path / "empty" / MANIFEST_NAME).write_text("{not json")
+    with pytest.raises(BundleError, match="not valid JSON"):
+        Bundle.load(tmp_path / "empty")
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    with pytest.raises(KeyboardInterrupt), BundleWriter(tmp_path / "b") as writer:
+        (writer.dir / "model.onnx").write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_bundle_needs_overwrite(tmp_path):
+    _write(tmp_path / "b", b"first")
+    with pytest.raises(BundleError, match="already exists"):
+        _write(tmp_path / "b", b"second")
+    _write(tmp_path / "b", b"second", overwrite=True)
+    assert (tmp_path / "b" / "model.onnx").read_bytes() == b"second"
+    assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging or old folders left behind
+    Bundle.load(tmp_path / "b")
