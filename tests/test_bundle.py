@@ -40,6 +40,7 @@ def test_round_trip(tmp_path):
     assert loaded.manifest == written.manifest
     assert set(loaded.manifest.files) == {"model.onnx"}
     assert loaded.manifest.outputs[0].shape == ("batch", 3)
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o755
 
 
 def test_tampered_file_is_refused(tmp_path):

@@ -175,6 +175,7 @@ class BundleWriter:
         files = {p.name: sha256_file(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
         manifest = replace(manifest, files=files)
         (self.dir / MANIFEST_NAME).write_text(manifest.to_json())
+        self.dir.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared and served
         old = None
         if self.out.exists():
             old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
