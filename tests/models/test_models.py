@@ -89,7 +89,7 @@ def test_random_init_is_seeded_and_says_so():
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path, tiny_checkpoint, monkeypatch):
-    with pytest.raises(CheckpointError, match="holds a 'hubert' model, but --model wav2vec2"):
+    with pytest.raises(CheckpointError, match="holds a 'hubert' model, but model wav2vec2"):
         load_model("wav2vec2", tiny_checkpoint("hubert"))
     with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_model("wav2vec2", tmp_path)

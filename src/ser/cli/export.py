@@ -24,7 +24,7 @@ SIZES = ("tiny", "base", "large")
     default=None,
     metavar="PATH|HUB_ID",
     help="Checkpoint folder (save_pretrained output or config.json + model.pt), or a Hugging Face hub "
-    "id. Default: runs/<model>, where ser-train writes.",
+    "id. Default: runs/<model>.",
 )
 @click.option(
     "--size",

@@ -2,7 +2,7 @@
 
 A checkpoint folder is what `save_pretrained` writes (config.json with the label map, weights as
 model.safetensors or pytorch_model.bin), or config.json beside a plain state dict `model.pt`;
-`ser-train` writes its best checkpoint as such a folder at runs/<model>/. Weights never load
+runs/<model>/ is the default: where the training stage is to write its best checkpoint. Weights never load
 through bare pickle: safetensors, or torch.load(weights_only=True).
 """
 
@@ -73,13 +73,13 @@ def load_model(
         model = spec.build(size, LABELS)
         return LoadedModel(spec, model, size, spec.normalize, {"kind": "random-init", "seed": seed})
     if size is not None:
-        raise CheckpointError(f"{name}: size is fixed by the checkpoint's config; size applies to random_init")
+        raise CheckpointError(f"{name}: size is fixed by the checkpoint's config; a size applies to random init only")
     if checkpoint is None:
         checkpoint = default_checkpoint(name)
         if not checkpoint.exists():
             raise CheckpointError(
-                f"{name}: no checkpoint at {checkpoint}; train one with ser-train, pass a checkpoint "
-                "folder or hub id, or use random_init for latency work"
+                f"{name}: no checkpoint at {checkpoint}; pass a checkpoint folder or hub id, "
+                "or use random init for latency work"
             )
     path = Path(checkpoint)
     if path.exists():
@@ -132,7 +132,7 @@ def _load_hub(spec: ModelSpec, hub_id: str) -> LoadedModel:
 def _check_model_type(spec: ModelSpec, model_type: str | None, where: str) -> None:
     if model_type not in spec.model_types:
         raise CheckpointError(
-            f"{where}: holds a {model_type!r} model, but --model {spec.name} loads {', '.join(spec.model_types)}"
+            f"{where}: holds a {model_type!r} model, but model {spec.name} loads {', '.join(spec.model_types)}"
         )
 
 

@@ -6,7 +6,7 @@ is missing); export, validation and the CLI read everything they need from it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from transformers import (
@@ -56,7 +56,6 @@ class ModelSpec:
     default_size: str
     normalize: bool  # zero-mean unit-variance waveform, when the checkpoint does not say
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
-    hub_examples: tuple[str, ...] = field(default=())  # pretrained checkpoints to start from
 
     def config(self, size: str, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:
         if size not in self.sizes:
@@ -94,7 +93,6 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="base",
             normalize=True,
-            hub_examples=("facebook/wav2vec2-base", "superb/wav2vec2-base-superb-er"),
         ),
         ModelSpec(
             name="hubert",
@@ -105,7 +103,6 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="large",
             normalize=True,
-            hub_examples=("facebook/hubert-large-ll60k", "superb/hubert-large-superb-er"),
         ),
         ModelSpec(
             name="wavlm",
@@ -116,7 +113,6 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="base",
             normalize=False,  # microsoft/wavlm-base-plus's feature extractor does not normalise
-            hub_examples=("microsoft/wavlm-base-plus",),
         ),
         ModelSpec(
             name="resnet18",
