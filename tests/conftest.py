@@ -20,13 +20,10 @@ TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "resnet18")
 
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
-    """A voiced, gliding harmonic signal with noise: enough structure for models to react to."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    f0 = rng.uniform(100, 250) * (1 + 0.2 * np.sin(2 * np.pi * 0.7 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 6))
-    return (0.25 * voice + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
+    """`seconds` of the exporter's speech-like validation signal at `rate`."""
+    from ser.export.validate import validation_clip
+
+    return validation_clip(int(seconds * rate), seed, rate)
 
 
 @pytest.fixture(scope="session")
