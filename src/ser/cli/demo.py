@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -22,9 +23,11 @@ def demo_command(out: Path) -> None:
 
     setup_logging()
     answers = run_demo(out)
-    click.echo(f"\n{'model':<10} {'clip':<18} {'label':<10} score")
+    click.echo("\nOne clip written in four formats and rates; each model should answer all four alike.")
+    click.echo(f"{'model':<10} {'clip':<18} {'label':<10} score")
     for model, rows in answers.items():
         for clip, p in rows:
             click.echo(f"{model:<10} {clip.name:<18} {p.label:<10} {p.scores[p.label]:.2f}")
-    click.echo(f"\nBundles in {out / 'bundles'}; try: ser-infer {out / 'bundles' / 'wavlm'} {out / 'clips'}/*")
+    infer = Path(sys.executable).parent / "ser-infer"
+    click.echo(f"\nBundles in {out / 'bundles'}; try: {infer} {out / 'bundles' / 'wavlm'} {out / 'clips'}/*")
     click.echo("The tiny models have random weights, so these labels are arbitrary: the run shows the pipeline.")
