@@ -63,12 +63,12 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> Manifest:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{where}: manifest format_version {version} is not supported (this ser reads {FORMAT_VERSION})"
+            )
         try:
-            version = data["format_version"]
-            if version != FORMAT_VERSION:
-                raise BundleError(
-                    f"{where}: manifest format_version {version} is not supported (this ser reads {FORMAT_VERSION})"
-                )
             return cls(
                 model=ModelInfo(**data["model"]),
                 labels=tuple(data["labels"]),
@@ -85,8 +85,6 @@ class Manifest:
         except KeyError as e:
             raise BundleError(f"{where}: manifest lacks the field {e.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as e:
-            if isinstance(e, BundleError):
-                raise
             raise BundleError(f"{where}: manifest is malformed: {e}") from None
 
 

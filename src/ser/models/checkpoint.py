@@ -118,7 +118,7 @@ def _load_hub(spec: ModelSpec, hub_id: str) -> LoadedModel:
     try:
         config = spec.config_class.from_pretrained(hub_id)
         _check_model_type(spec, config.model_type, hub_id)
-        model = spec.model_class.from_pretrained(hub_id)
+        model = spec.model_class.from_pretrained(hub_id, config=config)
     except OSError as e:
         raise CheckpointError(f"{hub_id}: could not load from the Hugging Face hub (is it reachable?): {e}") from None
     try:

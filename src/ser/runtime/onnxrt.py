@@ -36,6 +36,7 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.threads = threads
         self._session = None
+        self._output_names: list[str] = []
 
     def _activate(self) -> None:
         import onnxruntime as ort
@@ -52,11 +53,11 @@ class OnnxRuntimeBackend(Backend):
             options.inter_op_num_threads = 1
         providers = [PROVIDERS[self.device]] + (["CPUExecutionProvider"] if self.device != "cpu" else [])
         self._session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=providers)
+        self._output_names = [o.name for o in self._session.get_outputs()]
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._session is not None
-        names = [o.name for o in self._session.get_outputs()]
-        return dict(zip(names, self._session.run(names, dict(feeds)), strict=True))
+        return dict(zip(self._output_names, self._session.run(self._output_names, dict(feeds)), strict=True))
 
     def _deactivate(self) -> None:
         self._session = None
