@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint clean
 
 $(STAMP): setup.cfg pyproject.toml
+	# espeak-ng speaks the demo and test corpus (ser-data synth); install it where we may.
+	command -v espeak-ng >/dev/null || (apt-get install -y -q espeak-ng || (apt-get update -q && apt-get install -y -q espeak-ng)) >/dev/null
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# This exact pair installs from local disk on the project's machines (a CUDA build that runs on CPUs too).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[export,dev]'
+	$(BIN)/python -m pip install -q -e '.[export,train,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -82,3 +82,17 @@ def write_clip(tmp_path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def synth_corpus(tmp_path_factory) -> Path:
+    """The demo corpus at test size: 6 espeak-ng clips per emotion, seed 0."""
+    import shutil
+
+    from ser.training.synth import ESPEAK, synthesize_corpus
+
+    if shutil.which(ESPEAK) is None:
+        pytest.skip(f"{ESPEAK} is not installed (make test installs it with apt-get)")
+    out = tmp_path_factory.mktemp("corpus") / "corpus"
+    synthesize_corpus(out, per_class=6, seed=0)
+    return out

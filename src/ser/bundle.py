@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from ser.staging import StagedFolder
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -144,42 +143,17 @@ class Bundle:
         return cls(path, manifest)
 
 
-class BundleWriter:
-    """Stage a bundle in a hidden sibling folder, then `commit` it into place with a rename.
+class BundleWriter(StagedFolder):
+    """Stage a bundle's files in `self.dir`, then `commit(manifest)` hashes them and renames the folder
+    into place; see StagedFolder."""
 
-    Use as a context manager: leaving the block without `commit` (an error, an interrupt) removes
-    the staging folder, and the destination is untouched.
-    """
+    def _exists_error(self) -> Exception:
+        return BundleError(f"{self.out}: already exists; choose another --out or pass --overwrite")
 
-    def __init__(self, out: str | Path, overwrite: bool = False):
-        self.out = Path(out)
-        self.overwrite = overwrite
-        self.dir: Path | None = None
-
-    def __enter__(self) -> BundleWriter:
-        if self.out.exists() and not self.overwrite:
-            raise BundleError(f"{self.out}: already exists; choose another --out or pass --overwrite")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix=f".{self.out.name}.staging-", dir=self.out.parent))
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.dir is not None and self.dir.exists():
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-    def commit(self, manifest: Manifest) -> Bundle:
+    def commit(self, manifest: Manifest) -> Bundle:  # type: ignore[override]
         """Hash every staged file into the manifest, write it, and move the folder to `out`."""
         assert self.dir is not None, "BundleWriter.commit outside its with-block"
         files = {p.name: sha256_file(p) for p in sorted(self.dir.iterdir()) if p.is_file() and p.name != MANIFEST_NAME}
         manifest = replace(manifest, files=files)
         (self.dir / MANIFEST_NAME).write_text(manifest.to_json())
-        self.dir.chmod(0o755)  # mkdtemp makes it private; a bundle is meant to be shared and served
-        old = None
-        if self.out.exists():
-            old = self.out.with_name(f".{self.out.name}.old-{os.getpid()}")
-            os.replace(self.out, old)
-        os.replace(self.dir, self.out)
-        self.dir = None
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-        return Bundle(self.out, manifest)
+        return Bundle(super().commit(), manifest)

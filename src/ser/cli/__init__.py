@@ -4,9 +4,12 @@ import logging
 
 import click
 
+from ser.cli.data import data_command
 from ser.cli.demo import demo_command
+from ser.cli.eval import eval_command
 from ser.cli.export import export_command
 from ser.cli.infer import infer_command
+from ser.cli.train import train_command
 
 
 def setup_logging(verbose: bool = True) -> None:
@@ -26,6 +29,9 @@ def main() -> None:
     """ser: speech emotion recognition, from a PyTorch checkpoint to a production bundle."""
 
 
+main.add_command(data_command, "data")
+main.add_command(train_command, "train")
+main.add_command(eval_command, "eval")
 main.add_command(export_command, "export")
 main.add_command(infer_command, "infer")
 main.add_command(demo_command, "demo")

@@ -14,20 +14,34 @@ import click
     type=click.Path(path_type=Path),
     default=Path("demo"),
     show_default=True,
-    help="Folder for the generated clips and bundles.",
+    help="Folder for the corpus, runs and bundles.",
 )
 def demo_command(out: Path) -> None:
-    """Export the four models at tiny size (random weights) and classify generated clips with each."""
+    """Speak a corpus, train the four models at tiny size on it, export them, and score the bundles."""
+    from rich.console import Console
+    from rich.table import Table
+
     from ser.cli import setup_logging
-    from ser.demo import run_demo
+    from ser.demo import CLIPS_PER_CLASS, run_demo
+    from ser.labels import LABELS
 
     setup_logging()
-    answers = run_demo(out)
-    click.echo("\nOne clip written in four formats and rates; each model should answer all four alike.")
-    click.echo(f"{'model':<10} {'clip':<18} {'label':<10} score")
-    for model, rows in answers.items():
-        for clip, p in rows:
-            click.echo(f"{model:<10} {clip.name:<18} {p.label:<10} {p.scores[p.label]:.2f}")
+    results = run_demo(out)
+    table = Table(title=f"Tiny models trained from scratch on {CLIPS_PER_CLASS * len(LABELS)} espeak-ng clips")
+    for column in ("model", "train s", "best epoch", "test acc", "test macro-F1", "bundle acc", "export |Δlogit|"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for r in results:
+        table.add_row(
+            r.model,
+            f"{r.train_seconds:.0f}",
+            str(r.best_epoch),
+            f"{r.test.accuracy:.3f}",
+            f"{r.test.macro_f1:.3f}",
+            f"{r.bundle_test.accuracy:.3f}",
+            f"{r.export_max_error:.1e}",
+        )
+    Console().print(table)
+    click.echo(f"Chance is {1 / len(LABELS):.3f}. 'test' is PyTorch on the held-out split; 'bundle' the exported ONNX.")
     infer = Path(sys.executable).parent / "ser-infer"
-    click.echo(f"\nBundles in {out / 'bundles'}; try: {infer} {out / 'bundles' / 'wavlm'} {out / 'clips'}/*")
-    click.echo("The tiny models have random weights, so these labels are arbitrary: the run shows the pipeline.")
+    click.echo(f"Runs in {out / 'runs'}, bundles in {out / 'bundles'}; try:")
+    click.echo(f"  {infer} {out / 'bundles' / 'wavlm'} {out / 'corpus' / 'Sad'}/sad_0000.wav")

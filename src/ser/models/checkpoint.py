@@ -20,7 +20,7 @@ from transformers import PreTrainedModel
 
 from ser.bundle import sha256_file
 from ser.labels import LABELS
-from ser.models.registry import ModelSpec, get_spec
+from ser.models.registry import REGISTRY, ModelSpec, get_spec
 from ser.models.waveform import WaveformClassifier
 
 RUNS_DIR = Path("runs")
@@ -51,6 +51,18 @@ class LoadedModel:
         return WaveformClassifier(self.model, self.normalize)
 
 
+def spec_for_checkpoint(path: str | Path) -> ModelSpec:
+    """The spec that loads the checkpoint folder `path`, read from its config.json's model_type."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
+    model_type = json.loads(config.read_text()).get("model_type")
+    for spec in REGISTRY.values():
+        if model_type in spec.model_types:
+            return spec
+    raise CheckpointError(f"{path}: model_type {model_type!r} is none of {', '.join(REGISTRY)}")
+
+
 def default_checkpoint(name: str) -> Path:
     return RUNS_DIR / name
 
@@ -61,17 +73,34 @@ def load_model(
     size: str | None = None,
     random_init: bool = False,
     seed: int = 0,
+    labels: tuple[str, ...] | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> LoadedModel:
     """Load model `name` from `checkpoint` (folder or hub id; default runs/<name>), or build it with
-    random weights at `size` when `random_init` (for latency work: its answers mean nothing)."""
+    random weights at `size` when `random_init` (for latency work: its answers mean nothing).
+
+    For fine-tuning: `labels` gives the model this label map (a new head where the checkpoint's
+    differs, e.g. a pretrained encoder with no head at all), and `overrides` sets config fields
+    such as dropout rates.
+    """
     spec = get_spec(name)
+    overrides = dict(overrides or {})
     if random_init:
         if checkpoint is not None:
             raise CheckpointError("give either a checkpoint or random_init, not both")
         size = size or spec.default_size
         torch.manual_seed(seed)
-        model = spec.build(size, LABELS)
+        config = spec.config(size, labels or LABELS)
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        model = spec.model_class(config).eval()
         return LoadedModel(spec, model, size, spec.normalize, {"kind": "random-init", "seed": seed})
+    if labels is not None:
+        overrides |= {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
     if size is not None:
         raise CheckpointError(f"{name}: size is fixed by the checkpoint's config; a size applies to random init only")
     if checkpoint is None:
@@ -83,24 +112,27 @@ def load_model(
             )
     path = Path(checkpoint)
     if path.exists():
-        return _load_folder(spec, path)
+        return _load_folder(spec, path, overrides, relabel=labels is not None)
     if _HUB_ID.match(str(checkpoint)):
-        return _load_hub(spec, str(checkpoint))
+        return _load_hub(spec, str(checkpoint), overrides, relabel=labels is not None)
     raise CheckpointError(f"{checkpoint}: no such checkpoint folder, and not a hub id (owner/name)")
 
 
-def _load_folder(spec: ModelSpec, path: Path) -> LoadedModel:
+def _load_folder(spec: ModelSpec, path: Path, overrides: dict[str, Any], relabel: bool) -> LoadedModel:
     config_file = path / "config.json"
     if not config_file.is_file():
         raise CheckpointError(f"{path}: not a checkpoint folder (no config.json); save one with save_pretrained")
     _check_model_type(spec, json.loads(config_file.read_text()).get("model_type"), str(path))
     if any((path / f).is_file() for f in _PRETRAINED_WEIGHTS):
-        model = spec.model_class.from_pretrained(path)
+        model = spec.model_class.from_pretrained(path, ignore_mismatched_sizes=relabel, **overrides)
     elif (path / _STATE_DICT).is_file():
-        model = spec.model_class(spec.config_class.from_pretrained(path))
+        model = spec.model_class(spec.config_class.from_pretrained(path, **overrides))
         state = torch.load(path / _STATE_DICT, map_location="cpu", weights_only=True)
+        if relabel:  # a new label map: the old head's weights no longer fit and stay freshly initialised
+            own = model.state_dict()
+            state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
         missing, unexpected = model.load_state_dict(state, strict=False)
-        if missing or unexpected:
+        if unexpected or (missing and not relabel):
             raise CheckpointError(
                 f"{path / _STATE_DICT}: does not fit {spec.model_class.__name__}: "
                 f"missing {missing[:5]}, unexpected {unexpected[:5]}"
@@ -112,13 +144,13 @@ def _load_folder(spec: ModelSpec, path: Path) -> LoadedModel:
     return LoadedModel(spec, model.eval(), spec.size_of(model.config), normalize, source)
 
 
-def _load_hub(spec: ModelSpec, hub_id: str) -> LoadedModel:
+def _load_hub(spec: ModelSpec, hub_id: str, overrides: dict[str, Any], relabel: bool) -> LoadedModel:
     from huggingface_hub import hf_hub_download
 
     try:
-        config = spec.config_class.from_pretrained(hub_id)
+        config = spec.config_class.from_pretrained(hub_id, **overrides)
         _check_model_type(spec, config.model_type, hub_id)
-        model = spec.model_class.from_pretrained(hub_id, config=config)
+        model = spec.model_class.from_pretrained(hub_id, config=config, ignore_mismatched_sizes=relabel)
     except OSError as e:
         raise CheckpointError(f"{hub_id}: could not load from the Hugging Face hub (is it reachable?): {e}") from None
     try:
@@ -143,8 +175,15 @@ def _normalize_from(preprocessor_config: Path, default: bool) -> bool:
 
 
 def folder_digest(path: Path) -> str:
-    """One sha256 over a checkpoint folder's files (names and contents), for the manifest."""
+    """One sha256 over a checkpoint's own files (config, weights), for the manifest: a training run's
+    logs and resume state beside them do not change it."""
     digest = hashlib.sha256()
-    for file in sorted(p for p in path.iterdir() if p.is_file()):
+    for file in sorted(p for p in path.iterdir() if p.is_file() and _is_checkpoint_file(p.name)):
         digest.update(f"{file.name}:{sha256_file(file)}\n".encode())
     return digest.hexdigest()
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    return name in ("config.json", "preprocessor_config.json", _STATE_DICT) or name.endswith(
+        (".safetensors", ".safetensors.index.json", ".bin")
+    )

@@ -42,6 +42,10 @@ _LARGE_TRANSFORMER = dict(
     do_stable_layer_norm=True,
     conv_bias=True,
 )
+_TRANSFORMER_DROPOUT = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout")
+# SpecAugment and LayerDrop regularise the fine-tuning of a pretrained encoder. From scratch they hurt: a
+# small model learns to read the clip's length from how many frames were masked instead of the audio.
+_TRANSFORMER_FROM_SCRATCH = {"mask_time_prob": 0.0, "layerdrop": 0.0}
 _TRANSFORMER_SIZES = {"tiny": _TINY_TRANSFORMER, "base": _BASE_TRANSFORMER, "large": _LARGE_TRANSFORMER}
 
 
@@ -55,6 +59,8 @@ class ModelSpec:
     sizes: dict[str, dict[str, Any]]  # size name → config overrides
     default_size: str
     normalize: bool  # zero-mean unit-variance waveform, when the checkpoint does not say
+    dropout_keys: tuple[str, ...]  # config fields that one training --dropout value sets
+    from_scratch: dict[str, Any]  # config changes for training without a pretrained checkpoint
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
 
     def config(self, size: str, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:
@@ -93,6 +99,8 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="base",
             normalize=True,
+            dropout_keys=_TRANSFORMER_DROPOUT,
+            from_scratch=_TRANSFORMER_FROM_SCRATCH,
         ),
         ModelSpec(
             name="hubert",
@@ -103,6 +111,8 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="large",
             normalize=True,
+            dropout_keys=_TRANSFORMER_DROPOUT,
+            from_scratch=_TRANSFORMER_FROM_SCRATCH,
         ),
         ModelSpec(
             name="wavlm",
@@ -113,6 +123,8 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes=_TRANSFORMER_SIZES,
             default_size="base",
             normalize=False,  # microsoft/wavlm-base-plus's feature extractor does not normalise
+            dropout_keys=(*_TRANSFORMER_DROPOUT, "head_dropout"),
+            from_scratch=_TRANSFORMER_FROM_SCRATCH,
         ),
         ModelSpec(
             name="resnet18",
@@ -123,6 +135,8 @@ REGISTRY: dict[str, ModelSpec] = {
             sizes={"tiny": {"n_mels": 32}, "base": {"n_mels": 64}},
             default_size="base",
             normalize=False,
+            dropout_keys=("classifier_dropout",),
+            from_scratch={},
         ),
     )
 }

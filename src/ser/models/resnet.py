@@ -22,9 +22,12 @@ from ser.models.frontends import LogMel, length_mask
 class ResNetEmotionConfig(PretrainedConfig):
     model_type = "ser-resnet18"
 
-    def __init__(self, n_mels: int = 64, n_fft: int = 400, hop_length: int = 160, **kwargs):
+    def __init__(
+        self, n_mels: int = 64, n_fft: int = 400, hop_length: int = 160, classifier_dropout: float = 0.0, **kwargs
+    ):
         super().__init__(**kwargs)
         self.n_mels, self.n_fft, self.hop_length = n_mels, n_fft, hop_length
+        self.classifier_dropout = classifier_dropout
 
 
 def _halve(lengths: torch.Tensor) -> torch.Tensor:
@@ -45,6 +48,7 @@ class ResNet18ForEmotion(PreTrainedModel):
         self.frontend = LogMel(SAMPLE_RATE, config.n_fft, config.hop_length, config.n_mels)
         self.resnet = resnet18(num_classes=config.num_labels)
         self.resnet.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
+        self.dropout = nn.Dropout(config.classifier_dropout)  # no weights: checkpoints load either way
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
@@ -73,7 +77,7 @@ class ResNet18ForEmotion(PreTrainedModel):
             for block in stage:
                 x, frames = _masked_block(block, x, frames)
         pooled = x.sum(dim=(2, 3)) / (frames.to(x.dtype) * x.shape[2])[:, None]
-        logits = r.fc(pooled)
+        logits = r.fc(self.dropout(pooled))
         loss = None
         if labels is not None:
             loss = nn.functional.cross_entropy(logits, labels)

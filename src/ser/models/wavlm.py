@@ -53,6 +53,8 @@ class WavLMForEmotion(WavLMPreTrainedModel):
     config_class = WavLMEmotionConfig
 
     def __init__(self, config: WavLMEmotionConfig):
+        # LayerDrop would leave out a skipped layer's hidden state, and the weighted layer sum needs them all.
+        config.layerdrop = 0.0
         super().__init__(config)
         self.wavlm = WavLMModel(config)
         num_layers = config.num_hidden_layers + 1  # the transformer layers plus their input

@@ -1,0 +1,52 @@
+"""`ser-eval`: score any checkpoint on any labelled folder."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Emotion-folder tree or CSV.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Folder for metrics.json, confusion.png.")
+@click.option(
+    "--split",
+    type=click.Choice(["all", "test"]),
+    default="all",
+    show_default=True,
+    help="all clips in --data, or the test split saved in RUN_DIR's split.json.",
+)
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: int, device: str) -> None:
+    """Accuracy, per-class precision/recall/F1, macro and weighted F1 and the confusion matrix of the
+    checkpoint in RUN_DIR on --data."""
+    from ser.cli import setup_logging
+    from ser.models import CheckpointError, load_model
+    from ser.models.checkpoint import spec_for_checkpoint
+    from ser.training.data import Corpus, DataError, Split, check_corpus
+    from ser.training.loop import TrainError, evaluate, resolve_device, write_metrics
+
+    setup_logging()
+    try:
+        spec = spec_for_checkpoint(run_dir)
+        loaded = load_model(spec.name, run_dir)
+        corpus = Corpus.from_path(data)
+        if split == "test":
+            if not (run_dir / "split.json").is_file():
+                raise DataError(f"{run_dir}: no split.json (not a ser-train run); use --split all")
+            clips = Split.load(run_dir / "split.json", corpus.root).test
+        else:
+            report = check_corpus(corpus)
+            for path, reason in report.unreadable:
+                click.echo(f"skipping {path}: {reason}", err=True)
+            clips = corpus.without({path for path, _ in report.unreadable}).clips
+        metrics = evaluate(loaded, clips, resolve_device(device), batch_size)
+    except (CheckpointError, DataError, TrainError) as e:
+        click.echo(f"ser-eval: error: {e}", err=True)
+        sys.exit(1)
+    write_metrics(metrics, out, f"{spec.name} on {data} ({split}, {len(clips)} clips)")
+    click.echo(f"{out / 'metrics.json'}: {len(clips)} clips; {metrics.summary()}")

@@ -1,0 +1,406 @@
+"""Fine-tuning: from a pretrained checkpoint or from scratch, to the checkpoint folder export reads.
+
+The model trains behind the same WaveformClassifier that is exported, so the masking and the
+in-graph normalisation it learns with are the ones it is deployed with. A run folder holds:
+config.json, model.safetensors, preprocessor_config.json (the best epoch, by validation macro-F1:
+a checkpoint `ser-export --checkpoint` loads), split.json, options.json, history.json, state.pt (the
+last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ser.audio import SAMPLE_RATE, load_audio
+from ser.labels import LABELS
+from ser.models.checkpoint import LoadedModel, load_model
+from ser.models.registry import get_spec
+from ser.models.waveform import WaveformClassifier
+from ser.staging import write_atomic
+from ser.training.augment import AugmentOptions, build_augment
+from ser.training.data import Clip, Corpus, Split, check_corpus, split_corpus
+from ser.training.metrics import ClassificationMetrics, classification_metrics, plot_confusion
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "state.pt"
+MAX_EVAL_SECONDS = 30.0  # longer clips are cut for evaluation, to bound memory
+
+
+class TrainError(ValueError):
+    """Options or a run folder that training cannot start from; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    model: str
+    data: Path
+    out: Path
+    checkpoint: str | None = None  # pretrained start (folder or hub id); None trains from scratch at `size`
+    size: str | None = None  # from scratch only; None: the model's default size
+    epochs: int = 30
+    batch_size: int = 8
+    learning_rate: float | None = None  # None: 5e-5 from a checkpoint, 1e-3 from scratch
+    weight_decay: float = 0.01
+    warmup: float = 0.1  # share of all steps with a linear LR ramp; cosine decay after it
+    dropout: float | None = None  # None keeps the config's rates
+    freeze_encoder: bool = False  # keep the pretrained convolutional feature encoder fixed
+    class_weights: bool = True  # weight the loss by inverse class frequency
+    patience: int = 5  # epochs without a better validation macro-F1 before stopping
+    grad_clip: float = 1.0
+    max_seconds: float = 6.0  # training clips are cut to a random window this long
+    augment: AugmentOptions | None = field(default_factory=AugmentOptions)
+    seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    device: str = "auto"
+    mixed_precision: bool = True  # on CUDA only: bf16 where supported, else fp16 with loss scaling
+    workers: int | None = None  # data-loading processes; None: one less than the cores, at most 4
+
+    @property
+    def lr(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return 5e-5 if self.checkpoint else 1e-3
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data |= {"data": str(self.data), "out": str(self.out)}
+        return json.dumps(data, indent=2)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    out: Path
+    best_epoch: int
+    epochs_run: int
+    stopped_early: bool
+    validation: ClassificationMetrics
+    test: ClassificationMetrics
+
+
+class ClipDataset(Dataset):
+    """Decoded clips as (float32 samples, label index); random windows and augmentation when training."""
+
+    def __init__(
+        self,
+        clips: Sequence[Clip],
+        labels: Sequence[str],
+        max_samples: int,
+        augment: Callable[[np.ndarray], np.ndarray] | None = None,
+        random_crop: bool = False,
+    ):
+        self.clips, self.index = list(clips), {label: i for i, label in enumerate(labels)}
+        self.max_samples, self.augment, self.random_crop = max_samples, augment, random_crop
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        clip = self.clips[i]
+        audio = load_audio(clip.path)
+        if len(audio) > self.max_samples:
+            start = np.random.randint(0, len(audio) - self.max_samples + 1) if self.random_crop else 0
+            audio = audio[start : start + self.max_samples]
+        if self.augment is not None:
+            audio = self.augment(audio)
+        return audio, self.index[clip.label]
+
+
+def collate(batch: list[tuple[np.ndarray, int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest clip: (audio [batch, samples], lengths [batch], labels [batch])."""
+    lengths = torch.tensor([len(a) for a, _ in batch], dtype=torch.int64)
+    audio = torch.zeros(len(batch), int(lengths.max()))
+    for row, (samples, _) in enumerate(batch):
+        audio[row, : len(samples)] = torch.from_numpy(samples)
+    return audio, lengths, torch.tensor([label for _, label in batch], dtype=torch.int64)
+
+
+def _seed_worker(worker_id: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)  # audiomentations draws from numpy's global RNG
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TrainError(f"device {device!r}: CUDA is not available here; use --device cpu")
+    return torch.device(device)
+
+
+@torch.no_grad()
+def predict(
+    classifier: WaveformClassifier, clips: Sequence[Clip], labels: Sequence[str], device: torch.device, batch_size: int
+) -> tuple[np.ndarray, np.ndarray, float]:
+    """(true indices, predicted indices, mean loss) over `clips`, in eval mode."""
+    classifier.eval()
+    dataset = ClipDataset(clips, labels, int(MAX_EVAL_SECONDS * SAMPLE_RATE))
+    y_true, y_pred, losses = [], [], []
+    for audio, lengths, targets in DataLoader(dataset, batch_size=batch_size, collate_fn=collate):
+        logits = classifier(audio.to(device), lengths.to(device)).float()
+        losses.append(torch.nn.functional.cross_entropy(logits, targets.to(device), reduction="sum").item())
+        y_true.append(targets.numpy())
+        y_pred.append(logits.argmax(dim=1).cpu().numpy())
+    return np.concatenate(y_true), np.concatenate(y_pred), sum(losses) / len(dataset)
+
+
+def evaluate(
+    loaded: LoadedModel, clips: Sequence[Clip], device: torch.device | str = "cpu", batch_size: int = 8
+) -> ClassificationMetrics:
+    """Scores of a loaded model on labelled clips (labels matched to the model's label map by name)."""
+    labels = loaded.labels
+    unknown = sorted({c.label for c in clips} - set(labels))
+    if unknown:
+        raise TrainError(f"the model has no output for {', '.join(unknown)}; its labels are {', '.join(labels)}")
+    device = torch.device(device)
+    classifier = loaded.waveform().to(device)
+    y_true, y_pred, _ = predict(classifier, clips, labels, device, batch_size)
+    return classification_metrics(y_true, y_pred, labels)
+
+
+def write_metrics(metrics: ClassificationMetrics, out: Path, title: str) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "metrics.json", metrics.to_json())
+    plot_confusion(metrics, out / "confusion.png", title)
+
+
+def train(options: TrainOptions, show_progress: bool = True, resume: bool = False, overwrite: bool = False):
+    """Fine-tune `options.model` on `options.data` into `options.out`; see the module docstring."""
+    return _Run(options, show_progress, resume, overwrite).run()
+
+
+class _Run:
+    def __init__(self, options: TrainOptions, show_progress: bool, resume: bool, overwrite: bool):
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own bar is the one to watch
+        self.o, self.out, self.show_progress = options, Path(options.out), show_progress
+        spec = get_spec(options.model)
+        self._check_out(resume, overwrite)
+        self.device = resolve_device(options.device)
+        torch.manual_seed(options.seed)
+        np.random.seed(options.seed)
+
+        overrides = {key: options.dropout for key in spec.dropout_keys} if options.dropout is not None else {}
+        if options.checkpoint:
+            if options.size:
+                raise TrainError("--size applies when training from scratch; a checkpoint fixes the size")
+            self.loaded = load_model(spec.name, options.checkpoint, labels=LABELS, overrides=overrides)
+        else:
+            overrides |= spec.from_scratch
+            self.loaded = load_model(
+                spec.name, size=options.size, random_init=True, seed=options.seed, labels=LABELS, overrides=overrides
+            )
+        if options.freeze_encoder:
+            if not hasattr(self.loaded.model, "freeze_feature_encoder"):
+                raise TrainError(f"{spec.name} has no pretrained feature encoder to freeze")
+            self.loaded.model.freeze_feature_encoder()
+        self.classifier = self.loaded.waveform().to(self.device)
+        self.split = self._split(resume)
+
+    def _check_out(self, resume: bool, overwrite: bool) -> None:
+        state = self.out / STATE_FILE
+        if resume:
+            if not state.is_file():
+                raise TrainError(f"{self.out}: nothing to resume (no {STATE_FILE}); start without --resume")
+            saved = json.loads((self.out / "options.json").read_text())
+            for key in ("model", "checkpoint", "size", "seed", "val_fraction", "test_fraction"):
+                if saved.get(key) != getattr(self.o, key):
+                    raise TrainError(
+                        f"{self.out}: was started with {key}={saved.get(key)!r}, not {getattr(self.o, key)!r}; "
+                        "resume with the same options, or train into a new --out"
+                    )
+        elif self.out.exists() and any(self.out.iterdir()):
+            if not overwrite:
+                raise TrainError(f"{self.out}: already holds a run; pass --resume to continue it or --overwrite")
+            shutil.rmtree(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+
+    def _split(self, resume: bool) -> Split:
+        corpus = Corpus.from_path(self.o.data)
+        if resume:
+            return Split.load(self.out / "split.json", corpus.root)
+        log.info("checking %d clips in %s", len(corpus.clips), self.o.data)
+        report = check_corpus(corpus)
+        for path, reason in report.unreadable:
+            log.warning("skipping %s: %s", path, reason)
+        corpus = corpus.without({path for path, _ in report.unreadable})
+        split = split_corpus(corpus, self.o.seed, self.o.val_fraction, self.o.test_fraction)
+        if not split.train or not split.val:
+            raise TrainError(f"{self.o.data}: too few clips to split into train, validation and test")
+        split.save(self.out / "split.json", corpus.root)
+        write_atomic(self.out / "options.json", self.o.to_json())
+        return split
+
+    def _loader(self, clips: Sequence[Clip], train: bool) -> DataLoader:
+        o = self.o
+        augment = build_augment(o.augment) if (train and o.augment) else None
+        max_samples = int((o.max_seconds if train else MAX_EVAL_SECONDS) * SAMPLE_RATE)
+        dataset = ClipDataset(clips, LABELS, max_samples, augment, random_crop=train)
+        workers = o.workers if o.workers is not None else min(4, max((os.cpu_count() or 1) - 1, 0))
+        return DataLoader(
+            dataset,
+            batch_size=o.batch_size,
+            shuffle=train,
+            collate_fn=collate,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+            pin_memory=self.device.type == "cuda",
+            generator=torch.Generator().manual_seed(o.seed),
+        )
+
+    def _class_weights(self) -> torch.Tensor | None:
+        if not self.o.class_weights:
+            return None
+        counts = np.array([sum(c.label == label for c in self.split.train) for label in LABELS], dtype=np.float64)
+        weights = np.divide(counts.sum(), len(LABELS) * counts, out=np.zeros_like(counts), where=counts > 0)
+        return torch.tensor(weights, dtype=torch.float32, device=self.device)
+
+    def run(self) -> TrainResult:
+        o, model = self.o, self.loaded.model
+        train_loader = self._loader(self.split.train, train=True)
+        steps = o.epochs * len(train_loader)
+        warmup = max(1, int(o.warmup * steps))
+        optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad], lr=o.lr, weight_decay=o.weight_decay
+        )
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda step: (
+                (step + 1) / warmup
+                if step < warmup
+                else 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
+            ),
+        )
+        amp_dtype = None
+        if self.device.type == "cuda" and o.mixed_precision:
+            amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        loss_weights = self._class_weights()
+
+        state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "stopped": False}
+        if (self.out / STATE_FILE).is_file():
+            saved = torch.load(self.out / STATE_FILE, map_location=self.device, weights_only=False)
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            scaler.load_state_dict(saved["scaler"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["progress"]
+            log.info("resuming %s after epoch %d", self.out, state["epoch"])
+
+        progress = _progress(self.show_progress)
+        with progress:
+            for epoch in range(state["epoch"] + 1, o.epochs + 1):
+                if state["stopped"]:
+                    break
+                started = time.perf_counter()
+                self.classifier.train()
+                task = progress.add_task(f"epoch {epoch}/{o.epochs}", total=len(train_loader), loss=float("nan"))
+                total_loss, seen = 0.0, 0
+                for audio, lengths, targets in train_loader:
+                    audio, lengths, targets = (t.to(self.device, non_blocking=True) for t in (audio, lengths, targets))
+                    with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
+                        logits = self.classifier(audio, lengths)
+                    loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
+                    scaler.step(optimizer)
+                    scaler.update()
+                    scheduler.step()
+                    total_loss, seen = total_loss + loss.item() * len(targets), seen + len(targets)
+                    progress.update(task, advance=1, loss=total_loss / seen)
+                y_true, y_pred, val_loss = predict(self.classifier, self.split.val, LABELS, self.device, o.batch_size)
+                val = classification_metrics(y_true, y_pred, LABELS)
+                record = {
+                    "epoch": epoch,
+                    "train_loss": total_loss / seen,
+                    "val_loss": val_loss,
+                    "val_accuracy": val.accuracy,
+                    "val_macro_f1": val.macro_f1,
+                    "lr": scheduler.get_last_lr()[0],
+                    "seconds": time.perf_counter() - started,
+                }
+                state["history"].append(record)
+                improved = val.macro_f1 > state["best_f1"]
+                if improved:
+                    state |= {"best_f1": val.macro_f1, "best_epoch": epoch, "bad_epochs": 0}
+                    self._save_checkpoint()
+                else:
+                    state["bad_epochs"] += 1
+                    state["stopped"] = state["bad_epochs"] >= o.patience
+                state["epoch"] = epoch
+                progress.console.print(
+                    f"epoch {epoch}: loss {record['train_loss']:.3f}  val loss {val_loss:.3f}  "
+                    f"val acc {val.accuracy:.3f}  val macro-F1 {val.macro_f1:.3f}{'  *best' if improved else ''}"
+                    f"{'  (early stop)' if state['stopped'] else ''}"
+                )
+                self._save_state(model, optimizer, scheduler, scaler, state)
+        return self._finish(state)
+
+    def _save_checkpoint(self) -> None:
+        """The best epoch so far, as a checkpoint folder: each file replaced in one rename."""
+        from transformers import Wav2Vec2FeatureExtractor
+
+        staging = self.out / ".best-staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        self.loaded.model.save_pretrained(staging)
+        Wav2Vec2FeatureExtractor(
+            feature_size=1, sampling_rate=SAMPLE_RATE, do_normalize=self.loaded.normalize, return_attention_mask=True
+        ).save_pretrained(staging)
+        for file in staging.iterdir():
+            os.replace(file, self.out / file.name)
+        staging.rmdir()
+
+    def _save_state(self, model, optimizer, scheduler, scaler, progress_state: dict) -> None:
+        tmp = self.out / f".{STATE_FILE}.tmp"
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "progress": progress_state,
+            },
+            tmp,
+        )
+        os.replace(tmp, self.out / STATE_FILE)
+        write_atomic(self.out / "history.json", json.dumps(progress_state["history"], indent=2))
+
+    def _finish(self, state: dict) -> TrainResult:
+        best = load_model(self.o.model, self.out)
+        val = evaluate(best, self.split.val, self.device, self.o.batch_size)
+        test = evaluate(best, self.split.test, self.device, self.o.batch_size) if self.split.test else val
+        write_metrics(test, self.out, f"{self.o.model}: test split, best epoch {state['best_epoch']}")
+        log.info("test split (%d clips): %s", len(self.split.test), test.summary())
+        return TrainResult(self.out, state["best_epoch"], state["epoch"], state["stopped"], val, test)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"),
+        disable=not enabled,
+        transient=True,
+    )

@@ -1,0 +1,153 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ser.labels import LABELS
+from ser.models import load_model
+from ser.training.data import Split
+from ser.training.loop import TrainError, TrainOptions, evaluate, train
+
+FAST = dict(size="tiny", batch_size=8, augment=None, workers=0, max_seconds=2.0)
+
+
+def test_short_run_writes_a_loadable_checkpoint_and_test_metrics(synth_corpus, tmp_path):
+    out = tmp_path / "run"
+    result = train(TrainOptions("resnet18", synth_corpus, out, epochs=2, **FAST), show_progress=False)
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "split.json", "options.json"):
+        assert (out / name).is_file(), name
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert (out / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+    loaded = load_model("resnet18", out)
+    assert loaded.labels == LABELS
+    split = Split.load(out / "split.json", synth_corpus)
+    assert len(split.test) == 7 and {c.label for c in split.test} == set(LABELS)
+    saved = json.loads((out / "metrics.json").read_text())
+    again = evaluate(loaded, split.test)
+    assert saved["accuracy"] == pytest.approx(again.accuracy) == pytest.approx(result.test.accuracy)
+    assert saved["confusion"] == [list(row) for row in again.confusion]
+    assert sum(map(sum, saved["confusion"])) == 7
+
+
+def test_early_stopping_when_validation_stops_improving(synth_corpus, tmp_path):
+    # With a zero learning rate nothing changes after epoch 1 (no BatchNorm statistics either), so
+    # patience 1 stops at epoch 2.
+    options = TrainOptions("wav2vec2", synth_corpus, tmp_path / "run", epochs=5, learning_rate=0.0, patience=1, **FAST)
+    result = train(options, show_progress=False)
+    assert (result.best_epoch, result.epochs_run, result.stopped_early) == (1, 2, True)
+
+
+def test_transformers_train_with_augmentation_and_a_frozen_encoder(synth_corpus, tmp_path):
+    options = TrainOptions(
+        "wavlm", synth_corpus, tmp_path / "run", epochs=1, size="tiny", freeze_encoder=True, max_seconds=1.0, workers=1
+    )
+    from ser.models import get_spec
+
+    scratch = get_spec("wavlm").from_scratch  # the same config as training's, so the same initial weights
+    before = load_model("wavlm", size="tiny", random_init=True, labels=LABELS, overrides=scratch).model.state_dict()
+    train(options, show_progress=False)
+    after = load_model("wavlm", tmp_path / "run").model.state_dict()
+    conv = "wavlm.feature_extractor.conv_layers.0.conv.weight"
+    torch.testing.assert_close(after[conv], before[conv])  # frozen
+    assert not torch.equal(
+        after["wavlm.encoder.layers.0.feed_forward.output_dense.weight"],
+        before["wavlm.encoder.layers.0.feed_forward.output_dense.weight"],
+    )
+
+
+def test_fine_tuning_a_checkpoint_with_other_labels_keeps_the_encoder(synth_corpus, tmp_path):
+    from ser.models import get_spec
+
+    torch.manual_seed(0)
+    pretrained = get_spec("wav2vec2").build("tiny", labels=("calm", "excited"))
+    pretrained.save_pretrained(tmp_path / "pretrained")
+    options = TrainOptions(
+        "wav2vec2",
+        synth_corpus,
+        tmp_path / "run",
+        checkpoint=str(tmp_path / "pretrained"),
+        epochs=1,
+        learning_rate=0.0,
+        **{**FAST, "size": None},
+    )
+    train(options, show_progress=False)
+    tuned = load_model("wav2vec2", tmp_path / "run").model
+    assert tuned.config.num_labels == 7 and tuned.config.id2label[6] == "surprised"
+    torch.testing.assert_close(
+        tuned.state_dict()["wav2vec2.encoder.layers.1.attention.q_proj.weight"],
+        pretrained.state_dict()["wav2vec2.encoder.layers.1.attention.q_proj.weight"],
+    )
+
+
+def test_run_folder_rules(synth_corpus, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(TrainError, match="nothing to resume"):
+        train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False, resume=True)
+    train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False)
+    with pytest.raises(TrainError, match="already holds a run"):
+        train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False)
+    with pytest.raises(TrainError, match="seed=0, not 1"):
+        train(TrainOptions("resnet18", synth_corpus, out, epochs=2, seed=1, **FAST), show_progress=False, resume=True)
+    with pytest.raises(TrainError, match="size applies when training from scratch"):
+        train(TrainOptions("resnet18", synth_corpus, tmp_path / "x", checkpoint=str(out), epochs=1, **FAST))
+
+
+def test_resume_after_a_kill_loses_at_most_one_epoch(synth_corpus, tmp_path):
+    out = tmp_path / "run"
+    command = [
+        Path(sys.executable).parent / "ser-train",
+        "--model",
+        "resnet18",
+        "--data",
+        str(synth_corpus),
+        "--out",
+        str(out),
+        "--size",
+        "tiny",
+        "--epochs",
+        "6",
+        "--no-augment",
+        "--workers",
+        "0",
+        "-q",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (out / "history.json").exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, "training ended before it could be interrupted"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = torch.load(out / "state.pt", weights_only=False)["progress"]["history"]
+    assert 1 <= len(done) < 6
+
+    subprocess.run([*command, "--resume"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    history = json.loads((out / "history.json").read_text())
+    assert [h["epoch"] for h in history] == list(range(1, 7))
+    assert history[: len(done)] == done  # the epochs before the kill are kept, not redone
+    assert (out / "metrics.json").is_file()
+
+
+def test_class_weights_follow_inverse_frequency(synth_corpus, tmp_path):
+    from ser.training.loop import _Run
+
+    rows = ["path,label"]  # all six angry clips, three of each other emotion
+    for label in LABELS:
+        files = sorted((synth_corpus / label.capitalize()).iterdir())
+        rows += [f"{f},{label}" for f in files[: 6 if label == "angry" else 3]]
+    (tmp_path / "data.csv").write_text("\n".join(rows))
+    run = _Run(TrainOptions("resnet18", tmp_path / "data.csv", tmp_path / "run", epochs=1, **FAST), False, False, False)
+    counts = np.array([sum(c.label == label for c in run.split.train) for label in LABELS])
+    weights = run._class_weights().cpu().numpy()
+    np.testing.assert_allclose(weights, counts.sum() / (7 * counts), rtol=1e-6)
+    assert weights[0] < weights[1]  # the frequent class weighs less
