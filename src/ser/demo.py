@@ -1,7 +1,7 @@
 """`make demo`: the whole pipeline on a built-in default, on a CPU in a few minutes.
 
 Speak a corpus with espeak-ng, train tiny versions of all four models on it from scratch, export each
-to a validated bundle, and answer held-out clips with the torch-free runtime. Tiny models on 420
+to a validated bundle, and answer held-out clips with the torch-free runtime. Tiny models on 350
 synthetic clips learn the prosody profiles only in part: the point is the pipeline, and the figures
 it prints are what such models reach.
 """
@@ -24,13 +24,13 @@ from ser.training.synth import synthesize_corpus
 
 log = logging.getLogger(__name__)
 
-CLIPS_PER_CLASS = 60
+CLIPS_PER_CLASS = 50
 # From scratch, tiny transformers need a high peak rate to get going within a dozen epochs.
 DEMO_TRAINING = {
-    "wav2vec2": dict(epochs=12, learning_rate=3e-3),
-    "hubert": dict(epochs=12, learning_rate=3e-3),
-    "wavlm": dict(epochs=12, learning_rate=3e-3),
-    "resnet18": dict(epochs=10, learning_rate=1e-3),
+    "wav2vec2": dict(epochs=10, learning_rate=3e-3),
+    "hubert": dict(epochs=10, learning_rate=3e-3),
+    "wavlm": dict(epochs=10, learning_rate=3e-3),
+    "resnet18": dict(epochs=8, learning_rate=1e-3),
 }
 
 

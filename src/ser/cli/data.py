@@ -37,7 +37,7 @@ def check_command(data: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(report.to_dict(), indent=2))
         return
-    out = Console()
+    out = Console(soft_wrap=True)  # paths stay whole when piped
     counts = Table(title=f"{data}: {sum(report.counts.values())} readable clips")
     counts.add_column("emotion")
     counts.add_column("clips", justify="right")
