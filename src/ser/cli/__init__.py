@@ -9,6 +9,7 @@ from ser.cli.demo import demo_command
 from ser.cli.eval import eval_command
 from ser.cli.export import export_command
 from ser.cli.infer import infer_command
+from ser.cli.serve import serve_command
 from ser.cli.train import train_command
 
 
@@ -34,4 +35,5 @@ main.add_command(train_command, "train")
 main.add_command(eval_command, "eval")
 main.add_command(export_command, "export")
 main.add_command(infer_command, "infer")
+main.add_command(serve_command, "serve")
 main.add_command(demo_command, "demo")

@@ -46,6 +46,16 @@ SIZES = ("tiny", "base", "large")
     default=None,
     help="Largest |logit| difference to PyTorch an export may show. Default: the model's (1e-3).",
 )
+@click.option(
+    "--triton",
+    type=click.Path(),
+    default=None,
+    metavar="REPOSITORY",
+    help="Also write a Triton Inference Server model repository entry for the bundle (REPOSITORY/<model>/).",
+)
+@click.option("--triton-max-batch", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--triton-gpu", is_flag=True, help="GPU instances (ONNX Runtime CUDA) instead of CPU.")
+@click.option("--triton-tensorrt", is_flag=True, help="With --triton-gpu: ONNX Runtime's TensorRT accelerator, FP16.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the bundle path.")
 def export_command(
     model: str,
@@ -56,19 +66,29 @@ def export_command(
     overwrite: bool,
     opset: int,
     tolerance: float | None,
+    triton: str | None,
+    triton_max_batch: int,
+    triton_gpu: bool,
+    triton_tensorrt: bool,
     quiet: bool,
 ) -> None:
     """Export a speech-emotion model to a bundle folder: ONNX graph (audio, lengths → logits) plus a
     manifest, validated against PyTorch with ONNX Runtime. Fails, writing nothing, above the tolerance."""
     from ser.cli import setup_logging
     from ser.export import ExportOptions, ExportToleranceError, export_bundle
+    from ser.export.triton import TritonOptions, write_triton_repository
     from ser.models import CheckpointError
 
     setup_logging(verbose=not quiet)
     options = ExportOptions(model, checkpoint, size, random_init, opset, tolerance)
     try:
+        triton_options = TritonOptions(max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt)
         bundle = export_bundle(options, out or f"bundles/{model}", overwrite=overwrite)
-    except (CheckpointError, ExportToleranceError, ValueError) as e:
+        if triton:
+            model_dir = write_triton_repository(bundle, triton, triton_options, overwrite=overwrite)
+    except (CheckpointError, ExportToleranceError, ValueError, FileExistsError) as e:
         click.echo(f"ser-export: error: {e}", err=True)
         sys.exit(1)
     click.echo(str(bundle.path))
+    if triton:
+        click.echo(str(model_dir))

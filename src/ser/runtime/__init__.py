@@ -3,7 +3,7 @@
 from ser.audio import AudioError, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
-from ser.runtime.recognizer import EmotionRecognizer, Prediction
+from ser.runtime.recognizer import EmotionRecognizer, Prediction, Timeline, Window
 
 __all__ = [
     "AudioError",
@@ -13,5 +13,7 @@ __all__ = [
     "BundleError",
     "EmotionRecognizer",
     "Prediction",
+    "Timeline",
+    "Window",
     "load_audio",
 ]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.audio import SAMPLE_RATE, AudioInput, load_audio
+from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioInput, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
 from ser.runtime.onnxrt import OnnxRuntimeBackend
@@ -21,6 +21,56 @@ class Prediction:
     label: str  # the most likely emotion
     scores: dict[str, float]  # every label's probability, summing to 1
     duration_s: float  # length of the audio that was classified
+
+
+@dataclass(frozen=True)
+class Window:
+    start_s: float
+    end_s: float
+    label: str
+    scores: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Emotion per window of a long recording, and overall: the duration-weighted mean of the windows'
+    probabilities (so a long calm stretch outweighs a short outburst)."""
+
+    windows: tuple[Window, ...]
+    label: str
+    scores: dict[str, float]
+    duration_s: float
+
+
+def window_bounds(n_samples: int, window_s: float, hop_s: float) -> list[tuple[int, int]]:
+    """[start, end) sample ranges: `window_s` long, every `hop_s`, the last one ending at the audio's end.
+
+    Equal-length windows batch without padding; a clip shorter than one window is one window.
+    """
+    window, hop = round(window_s * SAMPLE_RATE), round(hop_s * SAMPLE_RATE)
+    if window < MIN_SAMPLES or hop < 1 or hop > window:
+        raise ValueError(
+            f"window {window_s} s and hop {hop_s} s: the window must be at least {MIN_SAMPLES / SAMPLE_RATE} s "
+            "and the hop between 0 and the window"
+        )
+    if n_samples <= window:
+        return [(0, n_samples)]
+    bounds = [(start, start + window) for start in range(0, n_samples - window, hop)]
+    if bounds[-1][1] < n_samples:
+        bounds.append((n_samples - window, n_samples))
+    return bounds
+
+
+def summarize(windows: Sequence[Window], labels: Sequence[str], duration_s: float) -> Timeline:
+    weights = np.array([w.end_s - w.start_s for w in windows])
+    scores = np.array([[w.scores[label] for label in labels] for w in windows])
+    overall = (scores * weights[:, None]).sum(axis=0) / weights.sum()
+    return Timeline(
+        windows=tuple(windows),
+        label=labels[int(overall.argmax())],
+        scores={label: float(s) for label, s in zip(labels, overall, strict=True)},
+        duration_s=duration_s,
+    )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -93,11 +143,33 @@ class EmotionRecognizer:
         order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, prediction in zip(chunk, self._classify([clips[i] for i in chunk]), strict=True):
+            for i, prediction in zip(chunk, self.classify([clips[i] for i in chunk]), strict=True):
                 results[i] = prediction
         return [r for r in results if r is not None]
 
-    def _classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
+    def timeline(
+        self,
+        audio: AudioInput,
+        sample_rate: int | None = None,
+        window_s: float = 2.0,
+        hop_s: float = 1.0,
+        batch_size: int = 8,
+    ) -> Timeline:
+        """Emotion per `window_s` window every `hop_s` over a long recording, and overall."""
+        samples = load_audio(audio, sample_rate)
+        bounds = window_bounds(len(samples), window_s, hop_s)
+        windows: list[Window] = []
+        for start in range(0, len(bounds), batch_size):
+            chunk = bounds[start : start + batch_size]
+            predictions = self.classify([samples[a:b] for a, b in chunk])
+            windows += [
+                Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
+                for (a, b), p in zip(chunk, predictions, strict=True)
+            ]
+        return summarize(windows, self.labels, len(samples) / SAMPLE_RATE)
+
+    def classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
+        """One padded batch of decoded clips (float32 mono at 16 kHz), in the order given."""
         audio, lengths = pad_batch(clips)
         logits = self.backend.infer({"audio": audio, "lengths": lengths})["logits"]
         probabilities = softmax(logits.astype(np.float64))

@@ -1,0 +1,76 @@
+"""`ser-serve`: the HTTP service for one bundle."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind; loopback unless told.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Clips per model call.")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Wait for company.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, each a model.")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per worker's model.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=25.0, show_default=True)
+@click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="/v1/predict.")
+@click.option("--max-timeline-seconds", type=click.FloatRange(min=0.1), default=3600.0, show_default=True)
+@click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True, help="Then 503.")
+@click.option("--timeout-s", type=click.FloatRange(min=0.01), default=30.0, show_default=True, help="Then 504.")
+@click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="info", show_default=True)
+def serve_command(
+    bundle: Path,
+    host: str,
+    port: int,
+    max_batch: int,
+    max_wait_ms: float,
+    workers: int,
+    threads: int | None,
+    device: str,
+    max_upload_mb: float,
+    max_seconds: float,
+    max_timeline_seconds: float,
+    max_queue: int,
+    timeout_s: float,
+    log_level: str,
+) -> None:
+    """Serve BUNDLE over HTTP: POST /v1/predict, POST /v1/timeline, GET /healthz, /readyz, /metrics,
+    and the OpenAPI schema at /openapi.json (docs at /docs)."""
+    import uvicorn
+
+    from ser.bundle import Bundle, BundleError
+    from ser.cli import setup_logging
+    from ser.serve.app import SETTINGS_ENV, ServeSettings, app_from_environment, create_app
+
+    setup_logging()
+    try:
+        Bundle.load(bundle)  # refuse a broken bundle before binding the port
+    except BundleError as e:
+        click.echo(f"ser-serve: error: {e}", err=True)
+        sys.exit(2)
+    settings = ServeSettings(
+        bundle=str(bundle.resolve()),
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        max_queue=max_queue,
+        max_upload_mb=max_upload_mb,
+        max_seconds=max_seconds,
+        max_timeline_seconds=max_timeline_seconds,
+        timeout_s=timeout_s,
+        device=device,
+        threads=threads,
+    )
+    if workers == 1:
+        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        return
+    os.environ[SETTINGS_ENV] = settings.to_env()
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ser-serve-metrics-"))
+    app = f"{app_from_environment.__module__}:{app_from_environment.__name__}"
+    uvicorn.run(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)

@@ -1,0 +1,151 @@
+"""A Triton Inference Server model repository from a bundle, for serving beyond one machine.
+
+The config is built as Triton's own ModelConfig protobuf (from tritonclient), so field names and types
+are Triton's, then checked against the ONNX graph the way the server checks it at load: every graph
+input and output declared with its data type and rank (batch dimension implicit), version folder
+present, dynamic batching within max_batch_size.
+
+Triton's dynamic batcher joins requests whose inputs have the same shape. Clients that send
+fixed-length windows (as `/v1/timeline` and `EmotionRecognizer.timeline` cut them) get full batches;
+`lengths` still carries each row's valid samples, so a shorter last window can be zero-padded.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ser.bundle import Bundle
+from ser.staging import StagedFolder
+
+ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 10: "TYPE_FP16"}  # onnx.TensorProto element types
+LABELS_FILE = "labels.txt"
+
+
+class TritonConfigError(ValueError):
+    """A model repository entry Triton would refuse to load; the message names the field."""
+
+
+@dataclass(frozen=True)
+class TritonOptions:
+    name: str | None = None  # the model's name in the repository; default: the bundle's model name
+    max_batch: int = 16
+    max_queue_delay_us: int = 5000
+    instances: int = 1
+    gpu: bool = False  # KIND_GPU instances (ONNX Runtime's CUDA provider) instead of KIND_CPU
+    tensorrt: bool = False  # on GPU, let ONNX Runtime hand the graph to TensorRT (FP16)
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise TritonConfigError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.tensorrt and not self.gpu:
+            raise TritonConfigError("the TensorRT accelerator runs on GPU instances: add --triton-gpu")
+
+
+def triton_config(bundle: Bundle, options: TritonOptions):
+    """The ModelConfig protobuf for `bundle`."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    num_labels = len(bundle.manifest.labels)
+    config = mc.ModelConfig(
+        name=options.name or bundle.manifest.model.name,
+        backend="onnxruntime",
+        max_batch_size=options.max_batch,
+    )
+    config.input.append(mc.ModelInput(name="audio", data_type=mc.TYPE_FP32, dims=[-1]))
+    # lengths is [batch] in the graph; Triton needs one non-batch dim, so [1] reshaped to a scalar.
+    config.input.append(
+        mc.ModelInput(name="lengths", data_type=mc.TYPE_INT64, dims=[1], reshape=mc.ModelTensorReshape(shape=[]))
+    )
+    config.output.append(
+        mc.ModelOutput(name="logits", data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
+    )
+    preferred = [b for b in (4, 8, 16, 32, 64) if b < options.max_batch] + [options.max_batch]
+    config.dynamic_batching.preferred_batch_size.extend(preferred)
+    config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
+    kind = mc.ModelInstanceGroup.KIND_GPU if options.gpu else mc.ModelInstanceGroup.KIND_CPU
+    config.instance_group.append(mc.ModelInstanceGroup(count=options.instances, kind=kind))
+    if options.tensorrt:
+        accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add()
+        accelerator.name = "tensorrt"
+        accelerator.parameters["precision_mode"] = "FP16"
+        accelerator.parameters["max_workspace_size_bytes"] = str(4 << 30)
+    return config
+
+
+def write_triton_repository(
+    bundle: Bundle, repository: str | Path, options: TritonOptions = TritonOptions(), overwrite: bool = False
+) -> Path:
+    """Write repository/<name>/{config.pbtxt, labels.txt, 1/model.onnx} and check it; returns the model folder.
+
+    Other models in the repository are left alone; this one's folder appears whole or not at all.
+    """
+    from google.protobuf import text_format
+
+    config = triton_config(bundle, options)
+    manifest = bundle.manifest
+    header = (
+        f"# Written by ser-export from {bundle.path} ({manifest.model.name}, {manifest.model.size}, "
+        f"{manifest.precision}).\n# Requests batch together when their audio has the same length: "
+        "send fixed-length windows.\n"
+    )
+    with StagedFolder(Path(repository) / config.name, overwrite) as staged:
+        assert staged.dir is not None
+        (staged.dir / "config.pbtxt").write_text(header + text_format.MessageToString(config))
+        (staged.dir / LABELS_FILE).write_text("\n".join(manifest.labels) + "\n")
+        version = staged.dir / "1"
+        version.mkdir()
+        for name in manifest.files:
+            if name.startswith("model.onnx"):  # the graph and its external weights, if any
+                shutil.copy2(bundle.path / name, version / name)
+        check_triton_model(staged.dir, expected_name=config.name)
+        return staged.commit()
+
+
+def check_triton_model(model_dir: str | Path, expected_name: str | None = None):
+    """Parse model_dir/config.pbtxt as Triton's ModelConfig and hold it to the ONNX graph in 1/."""
+    import onnx
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    model_dir = Path(model_dir)
+    where = model_dir / "config.pbtxt"
+    try:
+        config = text_format.Parse(where.read_text(), mc.ModelConfig())
+    except (OSError, text_format.ParseError) as e:
+        raise TritonConfigError(f"{where}: {e}") from None
+    if config.name != (expected_name or model_dir.name):
+        raise TritonConfigError(f"{where}: name {config.name!r} must match the folder {model_dir.name!r}")
+    graph_file = model_dir / "1" / "model.onnx"
+    if not graph_file.is_file():
+        raise TritonConfigError(f"{model_dir}: no version folder with model.onnx (expected {graph_file})")
+    if config.max_batch_size < 1:
+        raise TritonConfigError(f"{where}: max_batch_size must be positive: the graph has a batch dimension")
+    if any(b > config.max_batch_size for b in config.dynamic_batching.preferred_batch_size):
+        raise TritonConfigError(f"{where}: a preferred_batch_size exceeds max_batch_size {config.max_batch_size}")
+
+    graph = onnx.load(str(graph_file), load_external_data=False).graph
+    declared = {t.name: t for t in [*config.input, *config.output]}
+    for tensor in [*graph.input, *graph.output]:
+        entry = declared.pop(tensor.name, None)
+        if entry is None:
+            raise TritonConfigError(f"{where}: graph tensor {tensor.name!r} is not declared")
+        onnx_type = ONNX_TYPES.get(tensor.type.tensor_type.elem_type, "unsupported")
+        config_type = mc.DataType.Name(entry.data_type)
+        if onnx_type != config_type:
+            raise TritonConfigError(f"{where}: {tensor.name} is {onnx_type} in the graph, {config_type} in the config")
+        rank = len(tensor.type.tensor_type.shape.dim)
+        shape = entry.reshape.shape if entry.HasField("reshape") else entry.dims
+        if len(shape) + 1 != rank:
+            raise TritonConfigError(
+                f"{where}: {tensor.name} has rank {rank} in the graph; the config gives {len(shape)} dims + batch"
+            )
+    if declared:
+        raise TritonConfigError(f"{where}: {', '.join(declared)} declared but not in the graph")
+    for output in config.output:
+        if output.label_filename:
+            labels = (model_dir / output.label_filename).read_text().splitlines()
+            if [len(labels)] != list(output.dims):
+                raise TritonConfigError(f"{where}: {output.label_filename} has {len(labels)} labels for {output.dims}")
+    return config

@@ -1,0 +1,276 @@
+"""The HTTP service: FastAPI over ser.runtime, with micro-batching, limits and Prometheus metrics.
+
+Every request is decoded on its own (a bad file is that request's 4xx, never its batch's), then its
+samples join the micro-batcher. Errors are JSON: {"error": {"status": ..., "message": ...}}.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
+
+from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.runtime.recognizer import EmotionRecognizer, Prediction, Window, summarize, window_bounds
+from ser.serve.batcher import MicroBatcher, QueueFullError
+from ser.serve.metrics import ServiceMetrics
+
+log = logging.getLogger(__name__)
+SETTINGS_ENV = "SER_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
+RAW_AUDIO_TYPES = ("audio/", "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    bundle: str
+    max_batch: int = 16
+    max_wait_ms: float = 5.0
+    max_queue: int = 256  # requests waiting beyond this get 503
+    max_upload_mb: float = 25.0
+    max_seconds: float = 60.0  # longest clip /v1/predict takes
+    max_timeline_seconds: float = 3600.0  # longest recording /v1/timeline takes
+    timeout_s: float = 30.0  # a request waiting longer for its answer gets 504
+    backend: str = "auto"
+    device: str = "cpu"
+    threads: int | None = None
+
+    def to_env(self) -> str:
+        return json.dumps(asdict(self))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+class PredictResponse(BaseModel):
+    label: str
+    scores: dict[str, float]
+    duration_s: float
+
+
+class WindowResponse(BaseModel):
+    start_s: float
+    end_s: float
+    label: str
+    scores: dict[str, float]
+
+
+class TimelineResponse(BaseModel):
+    label: str
+    scores: dict[str, float]
+    duration_s: float
+    windows: list[WindowResponse]
+
+
+_AUDIO_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "An audio file (wav, flac, ogg, mp3): multipart form field `file`, or the raw body.",
+        "content": {
+            "multipart/form-data": {
+                "schema": {"type": "object", "properties": {"file": {"type": "string", "format": "binary"}}}
+            },
+            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
+_ERRORS = {code: {"description": why} for code, why in [
+    (413, "upload too large"),
+    (415, "unsupported content type"),
+    (422, "not decodable audio, too short or too long, or bad parameters"),
+    (503, "not ready, or too many requests waiting"),
+    (504, "no answer within the timeout"),
+]}  # fmt: skip
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    metrics = ServiceMetrics()
+    state: dict[str, object] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        recognizer = await run_in_threadpool(
+            EmotionRecognizer.load, settings.bundle, settings.backend, settings.device, settings.threads
+        )
+        await run_in_threadpool(recognizer.classify, [np.zeros(SAMPLE_RATE, dtype=np.float32)])  # warm up
+        batcher: MicroBatcher[Prediction] = MicroBatcher(
+            recognizer.classify,
+            settings.max_batch,
+            settings.max_wait_ms / 1000,
+            settings.max_queue,
+            on_batch=metrics.observe_batch,
+        )
+        batcher.start()
+        state.update(recognizer=recognizer, batcher=batcher)
+        log.info("serving %s (%s), max batch %d", settings.bundle, recognizer.bundle.manifest.model.name,
+                 settings.max_batch)  # fmt: skip
+        try:
+            yield
+        finally:
+            state.clear()
+            await batcher.stop()
+            recognizer.close()
+
+    app = FastAPI(
+        title="ser",
+        summary="Speech emotion recognition: the label and the seven scores for a clip, or per window of a recording.",
+        version=_version(),
+        lifespan=lifespan,
+    )
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return _error(error.status, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        return _error(422, problems)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, f"internal error: {type(error).__name__}: {error}")
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        with metrics.request(request.url.path) as record:
+            response = await call_next(request)
+            record(response.status_code)
+            return response
+
+    def recognizer_and_batcher() -> tuple[EmotionRecognizer, MicroBatcher[Prediction]]:
+        if "batcher" not in state:
+            raise ApiError(503, "the model is not loaded yet")
+        return state["recognizer"], state["batcher"]  # type: ignore[return-value]
+
+    async def answer(batcher: MicroBatcher[Prediction], clips: list[np.ndarray]) -> list[Prediction]:
+        metrics.queue_depth.set(batcher.queued)
+        try:
+            return list(await asyncio.wait_for(asyncio.gather(*(batcher.submit(c) for c in clips)), settings.timeout_s))
+        except QueueFullError as e:
+            raise ApiError(503, str(e)) from None
+        except TimeoutError:
+            raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
+
+    @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
+    async def predict(request: Request) -> PredictResponse:
+        """The emotion of one clip."""
+        _, batcher = recognizer_and_batcher()
+        samples = await _read_samples(request, settings, settings.max_seconds)
+        (prediction,) = await answer(batcher, [samples])
+        return PredictResponse(label=prediction.label, scores=prediction.scores, duration_s=prediction.duration_s)
+
+    @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
+    async def timeline(
+        request: Request,
+        window_s: float = Query(2.0, ge=0.1, le=30.0, description="Window length in seconds."),
+        hop_s: float = Query(1.0, gt=0.0, le=30.0, description="Step between window starts in seconds."),
+    ) -> TimelineResponse:
+        """The emotion per window of a long recording, and overall (duration-weighted)."""
+        recognizer, batcher = recognizer_and_batcher()
+        if hop_s > window_s:
+            raise ApiError(422, f"hop_s ({hop_s}) must not exceed window_s ({window_s})")
+        samples = await _read_samples(request, settings, settings.max_timeline_seconds)
+        bounds = window_bounds(len(samples), window_s, hop_s)
+        predictions = await answer(batcher, [samples[a:b] for a, b in bounds])
+        windows = [
+            Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
+            for (a, b), p in zip(bounds, predictions, strict=True)
+        ]
+        result = summarize(windows, recognizer.labels, len(samples) / SAMPLE_RATE)
+        return TimelineResponse(
+            label=result.label,
+            scores=result.scores,
+            duration_s=result.duration_s,
+            windows=[WindowResponse(**asdict(w)) for w in result.windows],
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "not ready"}})
+    async def readyz() -> JSONResponse:
+        """The model is loaded and the batcher runs: send traffic."""
+        batcher = state.get("batcher")
+        if isinstance(batcher, MicroBatcher) and batcher.running:
+            recognizer = state["recognizer"]
+            return JSONResponse({"status": "ready", "model": recognizer.bundle.manifest.model.name})  # type: ignore[attr-defined]
+        return _error(503, "not ready")
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus text format: requests, errors, latency, batch sizes, queue depth."""
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    return app
+
+
+async def _read_samples(request: Request, settings: ServeSettings, max_seconds: float) -> np.ndarray:
+    """The request's audio, decoded to 16 kHz mono, within the size and duration limits."""
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes")
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        form = await request.form(max_files=1, max_fields=4)
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise ApiError(422, "multipart upload needs the audio in a file field named 'file'")
+        data = await upload.read(limit + 1)
+        name = upload.filename or "file"
+    elif content_type.startswith(RAW_AUDIO_TYPES):
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"upload is over the limit of {limit} bytes")
+            chunks.append(chunk)
+        data, name = b"".join(chunks), "body"
+    else:
+        raise ApiError(
+            415,
+            f"content type {content_type or '(none)'!r}: send multipart/form-data, audio/* or application/octet-stream",
+        )
+    if len(data) > limit:
+        raise ApiError(413, f"upload is over the limit of {limit} bytes")
+    try:
+        samples = await run_in_threadpool(load_audio, data, name=name)
+    except AudioError as e:
+        raise ApiError(422, str(e)) from None
+    seconds = len(samples) / SAMPLE_RATE
+    if seconds > max_seconds:
+        raise ApiError(422, f"{name}: {seconds:.1f} s of audio is over this endpoint's limit of {max_seconds:g} s")
+    return samples
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "message": message}}, status_code=status)
+
+
+def _version() -> str:
+    from ser import __version__
+
+    return __version__
+
+
+def app_from_environment() -> FastAPI:
+    """Factory for uvicorn worker processes: the settings come in SER_SERVE_SETTINGS."""
+    return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_ENV])))

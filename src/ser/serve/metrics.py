@@ -1,0 +1,66 @@
+"""Prometheus metrics of the service. With several worker processes (PROMETHEUS_MULTIPROC_DIR set),
+each writes its own files and /metrics adds them up."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+KNOWN_PATHS = frozenset({"/v1/predict", "/v1/timeline", "/healthz", "/readyz", "/metrics"})
+
+
+class ServiceMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "ser_requests", "HTTP requests by endpoint and status code", ["endpoint", "status"], registry=self.registry
+        )
+        self.errors = Counter(
+            "ser_request_errors", "Requests answered 4xx or 5xx, by endpoint", ["endpoint"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "ser_request_latency_seconds", "Time to answer, by endpoint", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.batch_size = Histogram(
+            "ser_batch_size", "Clips per model call", buckets=BATCH_BUCKETS, registry=self.registry
+        )
+        self.inference = Histogram(
+            "ser_inference_seconds", "Duration of one model call", buckets=LATENCY_BUCKETS, registry=self.registry
+        )
+        self.queue_depth = Gauge(
+            "ser_queue_depth", "Clips waiting for a batch", registry=self.registry, multiprocess_mode="livesum"
+        )
+
+    @contextmanager
+    def request(self, path: str) -> Iterator[Callable[[int], None]]:
+        """Time one request; the body calls the yielded function with the status code."""
+        endpoint = path if path in KNOWN_PATHS else "other"  # unbounded label values would leak memory
+        started = time.perf_counter()
+        status = [500]
+        try:
+            yield lambda code: status.__setitem__(0, code)
+        finally:
+            self.latency.labels(endpoint).observe(time.perf_counter() - started)
+            self.requests.labels(endpoint, str(status[0])).inc()
+            if status[0] >= 400:
+                self.errors.labels(endpoint).inc()
+
+    def observe_batch(self, size: int, seconds: float) -> None:
+        self.batch_size.observe(size)
+        self.inference.observe(seconds)
+
+    def render(self) -> tuple[bytes, str]:
+        if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+            from prometheus_client import multiprocess
+
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

@@ -1,0 +1,160 @@
+"""The service over real HTTP on loopback, with the tiny wavlm bundle and real audio files."""
+
+import asyncio
+import re
+
+import httpx
+import numpy as np
+import pytest
+
+from ser.runtime import EmotionRecognizer
+from ser.runtime.recognizer import window_bounds
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    selector = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + selector + '}') if labels else ''} (\S+)$"
+    matches = re.findall(pattern, text, flags=re.MULTILINE)
+    return float(matches[0]) if matches else 0.0
+
+
+def test_predict_raw_and_multipart_match_the_runtime(service, tiny_bundle, write_clip):
+    clip = write_clip("a.flac", seconds=1.5, rate=44_100)
+    with EmotionRecognizer.load(tiny_bundle("wavlm")) as recognizer:
+        expected = recognizer.predict(clip)
+    with service() as client:
+        raw = client.post("/v1/predict", content=clip.read_bytes(), headers={"content-type": "audio/flac"})
+        form = client.post("/v1/predict", files={"file": ("a.flac", clip.read_bytes(), "audio/flac")})
+    for response in (raw, form):
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["label"] == expected.label
+        assert body["scores"] == pytest.approx(expected.scores, abs=1e-5)
+        assert body["duration_s"] == pytest.approx(1.5, abs=1e-3)
+
+
+def test_timeline_windows_and_overall_label(service, tiny_bundle, write_clip):
+    clip = write_clip("long.wav", seconds=5.3)
+    with EmotionRecognizer.load(tiny_bundle("wavlm")) as recognizer:
+        expected = recognizer.timeline(clip, window_s=2.0, hop_s=1.5)
+    with service() as client:
+        response = client.post(
+            "/v1/timeline", params={"window_s": 2.0, "hop_s": 1.5}, files={"file": ("long.wav", clip.read_bytes())}
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    spans = [(w["start_s"], w["end_s"]) for w in body["windows"]]
+    assert spans == [(0.0, 2.0), (1.5, 3.5), (3.0, 5.0), (3.3, 5.3)]  # the last window ends at the end
+    assert spans == [(w.start_s, w.end_s) for w in expected.windows]
+    assert [w["label"] for w in body["windows"]] == [w.label for w in expected.windows]
+    assert body["label"] == expected.label and body["scores"] == pytest.approx(expected.scores, abs=1e-5)
+
+
+def test_health_readiness_metrics_and_openapi(service, write_clip):
+    clip = write_clip("a.wav", seconds=1.0).read_bytes()
+    with service() as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        assert client.get("/readyz").json() == {"status": "ready", "model": "wavlm"}
+        for _ in range(3):
+            client.post("/v1/predict", content=clip, headers={"content-type": "audio/wav"})
+        client.post("/v1/predict", content=b"junk", headers={"content-type": "audio/wav"})
+        metrics = client.get("/metrics")
+        schema = client.get("/openapi.json").json()
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert _metric(text, "ser_requests_total", endpoint="/v1/predict", status="200") == 3
+    assert _metric(text, "ser_requests_total", endpoint="/v1/predict", status="422") == 1
+    assert _metric(text, "ser_request_errors_total", endpoint="/v1/predict") == 1
+    assert _metric(text, "ser_request_latency_seconds_count", endpoint="/v1/predict") == 4
+    assert _metric(text, "ser_batch_size_count") == 3  # one model call per good clip, sent one after another
+    assert {"/v1/predict", "/v1/timeline", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
+    assert "multipart/form-data" in schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+
+
+@pytest.mark.parametrize(
+    ("request_args", "status", "message"),
+    [
+        (dict(content=b"RIFF junk", headers={"content-type": "audio/wav"}), 422, "not readable audio"),
+        (dict(content=b"", headers={"content-type": "audio/wav"}), 422, "empty"),
+        (dict(content=b"hello", headers={"content-type": "text/plain"}), 415, "text/plain"),
+        (dict(files={"other": ("a.wav", b"x")}), 422, "field named 'file'"),
+        (dict(content=b"x" * 5000, headers={"content-type": "audio/wav"}), 413, "over the limit of 4000 bytes"),
+    ],
+)
+def test_bad_requests_get_clear_json_errors_and_the_service_stays_up(
+    service, write_clip, request_args, status, message
+):
+    good = write_clip("a.wav", seconds=0.1).read_bytes()  # 3,244 bytes: under the limit set below
+    with service(max_upload_mb=4000 / 2**20) as client:
+        bad = client.post("/v1/predict", **request_args)
+        after = client.post("/v1/predict", content=good, headers={"content-type": "audio/wav"})
+    assert bad.status_code == status, bad.text
+    assert bad.json()["error"]["status"] == status and message in bad.json()["error"]["message"]
+    assert after.status_code == 200, after.text
+
+
+def test_duration_limits_and_parameters(service, write_clip):
+    clip = write_clip("a.wav", seconds=3.0).read_bytes()
+    with service(max_seconds=2.0, max_timeline_seconds=2.5) as client:
+        too_long = client.post("/v1/predict", content=clip, headers={"content-type": "audio/wav"})
+        timeline_too_long = client.post("/v1/timeline", content=clip, headers={"content-type": "audio/wav"})
+        hop = client.post("/v1/timeline", params={"window_s": 1, "hop_s": 2}, content=clip[:8000],
+                          headers={"content-type": "audio/wav"})  # fmt: skip
+        not_a_number = client.post("/v1/timeline", params={"window_s": "abc"}, content=clip,
+                                   headers={"content-type": "audio/wav"})  # fmt: skip
+    assert too_long.status_code == 422 and "over this endpoint's limit of 2 s" in too_long.json()["error"]["message"]
+    assert timeline_too_long.status_code == 422
+    assert hop.status_code == 422 and "hop_s" in hop.json()["error"]["message"]
+    assert not_a_number.status_code == 422 and "window_s" in not_a_number.json()["error"]["message"]
+
+
+def test_timeout_is_a_504(service, write_clip):
+    clip = write_clip("a.wav", seconds=1.0).read_bytes()
+    with service(timeout_s=1e-6) as client:
+        response = client.post("/v1/predict", content=clip, headers={"content-type": "audio/wav"})
+        assert response.status_code == 504 and "no answer within" in response.json()["error"]["message"]
+        assert client.get("/healthz").status_code == 200
+
+
+def test_concurrent_good_and_bad_requests_are_batched_and_answered_individually(service, tiny_bundle, write_clip):
+    clips = [write_clip(f"{i}.wav", seconds=0.5 + 0.1 * i, seed=i) for i in range(12)]
+    with EmotionRecognizer.load(tiny_bundle("wavlm")) as recognizer:
+        expected = [recognizer.predict(c) for c in clips]
+    bodies = [c.read_bytes() for c in clips]
+    bad = [b"junk", b"RIFF\x00\x00", bodies[0][:60]]  # not audio, a stub, a cut-off header
+
+    async def load(base_url: str):
+        async with httpx.AsyncClient(base_url=base_url, timeout=60) as client:
+            requests = [client.post("/v1/predict", content=b, headers={"content-type": "audio/wav"}) for b in bodies]
+            requests += [client.post("/v1/predict", content=b, headers={"content-type": "audio/wav"}) for b in bad]
+            return await asyncio.gather(*requests)
+
+    with service(max_batch=8, max_wait_ms=50) as client:
+        responses = asyncio.run(load(str(client.base_url)))
+        metrics = client.get("/metrics").text
+    good, failed = responses[: len(bodies)], responses[len(bodies) :]
+    for response, answer in zip(good, expected, strict=True):
+        assert response.status_code == 200, response.text
+        assert response.json()["scores"] == pytest.approx(answer.scores, abs=1e-5)
+    assert [r.status_code for r in failed] == [422, 422, 422]
+    batches = _metric(metrics, "ser_batch_size_count")
+    assert _metric(metrics, "ser_batch_size_sum") == len(bodies)  # bad files never reach the model
+    assert 2 <= batches < len(bodies)  # grouped, and no batch above max_batch 8
+    assert _metric(metrics, "ser_batch_size_bucket", le="8.0") == batches
+
+
+def test_window_bounds():
+    rate = 16_000
+    assert window_bounds(rate, 2.0, 1.0) == [(0, rate)]  # shorter than a window: one window
+    assert window_bounds(5 * rate, 2.0, 1.0) == [
+        (0, 2 * rate),
+        (rate, 3 * rate),
+        (2 * rate, 4 * rate),
+        (3 * rate, 5 * rate),
+    ]
+    assert window_bounds(4 * rate, 2.0, 2.0) == [(0, 2 * rate), (2 * rate, 4 * rate)]
+    with pytest.raises(ValueError, match="hop"):
+        window_bounds(rate, 1.0, 2.0)
+    with pytest.raises(ValueError, match="window must be at least"):
+        window_bounds(rate, 0.01, 0.01)
+    assert np.diff([a for a, _ in window_bounds(10 * rate, 2.0, 0.5)]).max() == rate // 2
