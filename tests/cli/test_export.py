@@ -25,12 +25,16 @@ def test_ser_export_writes_a_bundle(tiny_checkpoint, tmp_path):
     assert Bundle.load(out).manifest.model.name == "hubert"
 
 
-def test_ser_group_has_the_same_commands(tmp_path):
-    result = CliRunner().invoke(
-        main, ["export", "--model", "resnet18", "--size", "tiny", "--random-init", "--out", str(tmp_path / "b"), "-q"]
-    )
+def test_ser_group_has_the_same_commands_and_writes_triton_repositories(tmp_path):
+    args = ["export", "--model", "resnet18", "--size", "tiny", "--random-init", "--out", str(tmp_path / "b"), "-q"]
+    result = CliRunner().invoke(main, [*args, "--triton", str(tmp_path / "triton"), "--triton-max-batch", "32"])
     assert result.exit_code == 0, result.output
     assert Bundle.load(tmp_path / "b").manifest.source["kind"] == "random-init"
+    assert result.output.split() == [str(tmp_path / "b"), str(tmp_path / "triton" / "resnet18")]
+    assert "max_batch_size: 32" in (tmp_path / "triton" / "resnet18" / "config.pbtxt").read_text()
+
+    refused = CliRunner().invoke(main, [*args, "--triton", str(tmp_path / "t2"), "--triton-tensorrt"])
+    assert refused.exit_code == 1 and "--triton-gpu" in refused.output
 
 
 @pytest.mark.parametrize(

@@ -77,3 +77,17 @@ def test_cuda_without_a_gpu_says_why(tiny_bundle):
         pytest.skip("this machine has the CUDA provider")
     with pytest.raises(BackendError, match="no CUDAExecutionProvider"):
         EmotionRecognizer.load(tiny_bundle("wavlm"), device="cuda")
+
+
+def test_timeline_windows_are_the_clips_own_predictions(recognizer):
+    from tests.conftest import speech_like
+
+    samples = speech_like(4.5, seed=3)
+    timeline = recognizer.timeline(samples, sample_rate=16_000, window_s=1.5, hop_s=1.0, batch_size=2)
+    assert [(w.start_s, w.end_s) for w in timeline.windows] == [(0.0, 1.5), (1.0, 2.5), (2.0, 3.5), (3.0, 4.5)]
+    for window in timeline.windows:
+        alone = recognizer.predict(samples[int(window.start_s * 16_000) : int(window.end_s * 16_000)], 16_000)
+        assert window.label == alone.label and window.scores == pytest.approx(alone.scores, abs=1e-5)
+    mean = {k: np.mean([w.scores[k] for w in timeline.windows]) for k in timeline.scores}  # equal-length windows
+    assert timeline.scores == pytest.approx(mean) and timeline.label == max(mean, key=mean.get)
+    assert timeline.duration_s == pytest.approx(4.5)

@@ -1,0 +1,74 @@
+import asyncio
+import threading
+
+import numpy as np
+import pytest
+
+from ser.serve.batcher import MicroBatcher, QueueFullError
+
+
+def _sums(clips):
+    """A stand-in model that fails a whole batch when any clip holds NaN, like a real graph would."""
+    if any(np.isnan(c).any() for c in clips):
+        raise ValueError("NaN in the batch")
+    return [float(c.sum()) for c in clips]
+
+
+async def _with_batcher(batcher, body):
+    batcher.start()
+    try:
+        return await body()
+    finally:
+        await batcher.stop()
+
+
+def test_groups_concurrent_requests_up_to_max_batch():
+    sizes = []
+    batcher = MicroBatcher(_sums, max_batch=4, max_wait_s=0.05, on_batch=lambda n, s: sizes.append(n))
+    clips = [np.full(10, i, dtype=np.float32) for i in range(10)]
+
+    async def body():
+        return await asyncio.gather(*(batcher.submit(c) for c in clips))
+
+    answers = asyncio.run(_with_batcher(batcher, body))
+    assert answers == [10.0 * i for i in range(10)]  # each request gets its own answer, in order
+    assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) == 3
+
+
+def test_a_bad_clip_fails_only_its_own_request():
+    batcher = MicroBatcher(_sums, max_batch=8, max_wait_s=0.05)
+    clips = [np.ones(4, dtype=np.float32), np.array([np.nan], dtype=np.float32), np.full(4, 2, dtype=np.float32)]
+
+    async def body():
+        return await asyncio.gather(*(batcher.submit(c) for c in clips), return_exceptions=True)
+
+    good, bad, also_good = asyncio.run(_with_batcher(batcher, body))
+    assert (good, also_good) == (4.0, 8.0)
+    assert isinstance(bad, ValueError)
+
+
+def test_a_full_queue_refuses_instead_of_growing():
+    release = threading.Event()
+
+    def slow(clips):
+        release.wait(5)
+        return [0.0] * len(clips)
+
+    batcher = MicroBatcher(slow, max_batch=1, max_wait_s=0, max_queue=2)
+
+    async def body():
+        first = asyncio.ensure_future(batcher.submit(np.zeros(1)))
+        await asyncio.sleep(0.05)  # the first is now running, blocked
+        waiting = [asyncio.ensure_future(batcher.submit(np.zeros(1))) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError, match="2 requests are already waiting"):
+            await batcher.submit(np.zeros(1))
+        release.set()
+        return await asyncio.gather(first, *waiting)
+
+    assert asyncio.run(_with_batcher(batcher, body)) == [0.0, 0.0, 0.0]
+
+
+def test_max_batch_must_be_positive():
+    with pytest.raises(ValueError, match="max_batch"):
+        MicroBatcher(_sums, max_batch=0)
