@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(BIN)/ser demo --out demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
 
 test: lint
 	$(BIN)/python -m pytest -q
