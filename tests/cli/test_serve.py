@@ -10,47 +10,54 @@ from pathlib import Path
 import httpx
 
 SCRIPTS = Path(sys.executable).parent
+WAV = {"content-type": "audio/wav"}
 
 
-def _free_port() -> int:
+def _start(*args) -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port = s.getsockname()[1]
+    command = [SCRIPTS / "ser-serve", *map(str, args), "--port", str(port), "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.2)
+    return process, url
+
+
+def _stop(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGTERM)
+    return process.communicate(timeout=30)[0]
 
 
 def test_serves_a_bundle_and_stops_on_sigterm(tiny_bundle, write_clip):
-    port = _free_port()
-    process = subprocess.Popen(
-        [SCRIPTS / "ser-serve", tiny_bundle("resnet18"), "--port", str(port), "--max-batch", "4", "--threads", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    process, url = _start(tiny_bundle("resnet18"), "--max-batch", "4")
     try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        clip = write_clip("a.wav", seconds=1.0).read_bytes()
-        response = httpx.post(f"{url}/v1/predict", content=clip, headers={"content-type": "audio/wav"})
-        assert response.status_code == 200, response.text
-        assert set(response.json()["scores"]) == {
-            "angry",
-            "disgusted",
-            "fearful",
-            "happy",
-            "neutral",
-            "sad",
-            "surprised",
-        }
+        response = httpx.post(f"{url}/v1/predict", content=write_clip("a.wav").read_bytes(), headers=WAV)
     finally:
-        process.send_signal(signal.SIGTERM)
-        output = process.communicate(timeout=30)[0]
+        output = _stop(process)
+    assert response.status_code == 200, response.text
+    assert set(response.json()["scores"]) == {"angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised"}
     # uvicorn finishes the shutdown, then re-raises the signal it caught, as a process manager expects.
     assert process.returncode in (0, -signal.SIGTERM) and "Application shutdown complete" in output, output
-    assert f"127.0.0.1:{port}" in output  # bound to loopback by default
+    assert url.removeprefix("http://") in output  # bound to loopback by default
+
+
+def test_worker_processes_share_one_metrics_view(tiny_bundle, write_clip):
+    process, url = _start(tiny_bundle("resnet18"), "--workers", "2")
+    try:
+        clip = write_clip("a.wav", seconds=0.5).read_bytes()
+        statuses = [httpx.post(f"{url}/v1/predict", content=clip, headers=WAV).status_code for _ in range(6)]
+        metrics = httpx.get(f"{url}/metrics").text
+    finally:
+        _stop(process)
+    assert statuses == [200] * 6
+    assert 'ser_requests_total{endpoint="/v1/predict",status="200"} 6.0' in metrics
 
 
 def test_a_broken_bundle_is_refused_before_binding(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,12 @@ def serve_command(
         uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
         return
     os.environ[SETTINGS_ENV] = settings.to_env()
-    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="ser-serve-metrics-"))
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
+    if own_metrics_dir:  # each worker writes its counts here; /metrics adds them up
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ser-serve-metrics-")
     app = f"{app_from_environment.__module__}:{app_from_environment.__name__}"
-    uvicorn.run(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    try:
+        uvicorn.run(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+    finally:
+        if own_metrics_dir:
+            shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
