@@ -176,7 +176,9 @@ def write_metrics(metrics: ClassificationMetrics, out: Path, title: str) -> None
     plot_confusion(metrics, out / "confusion.png", title)
 
 
-def train(options: TrainOptions, show_progress: bool = True, resume: bool = False, overwrite: bool = False):
+def train(
+    options: TrainOptions, show_progress: bool = True, resume: bool = False, overwrite: bool = False
+) -> TrainResult:
     """Fine-tune `options.model` on `options.data` into `options.out`; see the module docstring."""
     return _Run(options, show_progress, resume, overwrite).run()
 
