@@ -96,6 +96,9 @@ def test_run_folder_rules(synth_corpus, tmp_path):
     train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False)
     with pytest.raises(TrainError, match="already holds a run"):
         train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False)
+    with pytest.raises(TrainError, match="no pretrained feature encoder"):  # refused before the old run is replaced
+        train(TrainOptions("resnet18", synth_corpus, out, freeze_encoder=True, **FAST), overwrite=True)
+    assert (out / "model.safetensors").is_file() and (out / "state.pt").is_file()
     with pytest.raises(TrainError, match="seed=0, not 1"):
         train(TrainOptions("resnet18", synth_corpus, out, epochs=2, seed=1, **FAST), show_progress=False, resume=True)
     with pytest.raises(TrainError, match="size applies when training from scratch"):

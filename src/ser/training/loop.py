@@ -190,15 +190,15 @@ class _Run:
         hf_logging.disable_progress_bar()  # our own bar is the one to watch
         self.o, self.out, self.show_progress = options, Path(options.out), show_progress
         spec = get_spec(options.model)
-        self._check_out(resume, overwrite)
+        if options.checkpoint and options.size:
+            raise TrainError("--size applies when training from scratch; a checkpoint fixes the size")
         self.device = resolve_device(options.device)
         torch.manual_seed(options.seed)
         np.random.seed(options.seed)
 
+        # Everything that can fail on the options fails before the run folder is touched.
         overrides = {key: options.dropout for key in spec.dropout_keys} if options.dropout is not None else {}
         if options.checkpoint:
-            if options.size:
-                raise TrainError("--size applies when training from scratch; a checkpoint fixes the size")
             self.loaded = load_model(spec.name, options.checkpoint, labels=LABELS, overrides=overrides)
         else:
             overrides |= spec.from_scratch
@@ -210,7 +210,9 @@ class _Run:
                 raise TrainError(f"{spec.name} has no pretrained feature encoder to freeze")
             self.loaded.model.freeze_feature_encoder()
         self.classifier = self.loaded.waveform().to(self.device)
-        self.split = self._split(resume)
+        corpus = Corpus.from_path(options.data)
+        self._check_out(resume, overwrite)
+        self.split = self._split(corpus, resume)
 
     def _check_out(self, resume: bool, overwrite: bool) -> None:
         state = self.out / STATE_FILE
@@ -230,8 +232,7 @@ class _Run:
             shutil.rmtree(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
 
-    def _split(self, resume: bool) -> Split:
-        corpus = Corpus.from_path(self.o.data)
+    def _split(self, corpus: Corpus, resume: bool) -> Split:
         if resume:
             return Split.load(self.out / "split.json", corpus.root)
         log.info("checking %d clips in %s", len(corpus.clips), self.o.data)
@@ -295,7 +296,7 @@ class _Run:
 
         state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "stopped": False}
         if (self.out / STATE_FILE).is_file():
-            saved = torch.load(self.out / STATE_FILE, map_location=self.device, weights_only=False)
+            saved = torch.load(self.out / STATE_FILE, map_location=self.device, weights_only=True)
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
