@@ -158,3 +158,12 @@ def test_window_bounds():
     with pytest.raises(ValueError, match="window must be at least"):
         window_bounds(rate, 0.01, 0.01)
     assert np.diff([a for a, _ in window_bounds(10 * rate, 2.0, 0.5)]).max() == rate // 2
+
+
+def test_a_long_timeline_fits_a_small_queue(service, write_clip):
+    clip = write_clip("long.wav", seconds=6.0).read_bytes()
+    with service(max_batch=2, max_queue=2) as client:
+        response = client.post("/v1/timeline", params={"window_s": 1.0, "hop_s": 0.5}, content=clip,
+                               headers={"content-type": "audio/wav"})  # fmt: skip
+    assert response.status_code == 200, response.text
+    assert len(response.json()["windows"]) == 11  # more windows than the queue holds, sent a batch at a time

@@ -43,7 +43,7 @@ class ServeSettings:
     max_upload_mb: float = 25.0
     max_seconds: float = 60.0  # longest clip /v1/predict takes
     max_timeline_seconds: float = 3600.0  # longest recording /v1/timeline takes
-    timeout_s: float = 30.0  # a request waiting longer for its answer gets 504
+    timeout_s: float = 30.0  # a request (a timeline: each batch of its windows) waiting longer gets 504
     backend: str = "auto"
     device: str = "cpu"
     threads: int | None = None
@@ -164,13 +164,21 @@ def create_app(settings: ServeSettings) -> FastAPI:
         return state["recognizer"], state["batcher"]  # type: ignore[return-value]
 
     async def answer(batcher: MicroBatcher[Prediction], clips: list[np.ndarray]) -> list[Prediction]:
+        """Answers for `clips`, submitted at most a batch at a time so a long timeline neither fills the
+        queue nor runs into the timeout, which applies to each batch's wait."""
         metrics.queue_depth.set(batcher.queued)
-        try:
-            return list(await asyncio.wait_for(asyncio.gather(*(batcher.submit(c) for c in clips)), settings.timeout_s))
-        except QueueFullError as e:
-            raise ApiError(503, str(e)) from None
-        except TimeoutError:
-            raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
+        answers: list[Prediction] = []
+        for start in range(0, len(clips), settings.max_batch):
+            chunk = clips[start : start + settings.max_batch]
+            try:
+                answers += await asyncio.wait_for(
+                    asyncio.gather(*(batcher.submit(c) for c in chunk)), settings.timeout_s
+                )
+            except QueueFullError as e:
+                raise ApiError(503, str(e)) from None
+            except TimeoutError:
+                raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
+        return answers
 
     @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
     async def predict(request: Request) -> PredictResponse:
