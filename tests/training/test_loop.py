@@ -154,3 +154,24 @@ def test_class_weights_follow_inverse_frequency(synth_corpus, tmp_path):
     weights = run._class_weights().cpu().numpy()
     np.testing.assert_allclose(weights, counts.sum() / (7 * counts), rtol=1e-6)
     assert weights[0] < weights[1]  # the frequent class weighs less
+
+
+def test_fine_tuning_a_bare_wavlm_encoder_gives_the_enhanced_head(synth_corpus, tmp_path):
+    """What starting from microsoft/wavlm-base-plus does: a WavLMModel with no head at all."""
+    import json
+
+    from transformers import AutoModelForAudioClassification, WavLMConfig, WavLMModel
+
+    from ser.models.registry import REGISTRY
+
+    torch.manual_seed(0)
+    encoder = WavLMModel(WavLMConfig(**REGISTRY["wavlm"].sizes["tiny"]))
+    encoder.save_pretrained(tmp_path / "wavlm-base-plus")
+    options = TrainOptions("wavlm", synth_corpus, tmp_path / "run", checkpoint=str(tmp_path / "wavlm-base-plus"),
+                           epochs=1, learning_rate=0.0, **{**FAST, "size": None})  # fmt: skip
+    train(options, show_progress=False)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_type"] == "wavlm-emotion"
+    tuned = AutoModelForAudioClassification.from_pretrained(tmp_path / "run")
+    assert type(tuned).__name__ == "WavLMForEmotion" and tuned.config.num_labels == 7
+    key = "encoder.layers.1.attention.q_proj.weight"
+    torch.testing.assert_close(tuned.wavlm.state_dict()[key], encoder.state_dict()[key])

@@ -55,6 +55,9 @@ class WavLMForEmotion(WavLMPreTrainedModel):
     def __init__(self, config: WavLMEmotionConfig):
         # LayerDrop would leave out a skipped layer's hidden state, and the weighted layer sum needs them all.
         config.layerdrop = 0.0
+        # Started from a plain WavLM encoder (microsoft/wavlm-base-plus), the config still says "wavlm";
+        # saved checkpoints must say what they hold, so that AutoModel rebuilds this head.
+        config.model_type = WavLMEmotionConfig.model_type
         super().__init__(config)
         self.wavlm = WavLMModel(config)
         num_layers = config.num_hidden_layers + 1  # the transformer layers plus their input
