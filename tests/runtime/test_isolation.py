@@ -1,4 +1,4 @@
-"""The runtime must work where PyTorch and transformers are not installed."""
+"""The runtime (and the service over it) must work where PyTorch and transformers are not installed."""
 
 import subprocess
 import sys
@@ -18,6 +18,8 @@ SCRIPT = textwrap.dedent(
     sys.meta_path.insert(0, Block())
     from ser.runtime import EmotionRecognizer
     import ser.cli.infer  # the ser-infer entry point too
+    import ser.cli.serve, ser.serve  # and the HTTP service, which embeds only the runtime
+    import ser.training.data, ser.training.metrics  # ser-data check runs without torch too
 
     p = EmotionRecognizer.load(sys.argv[1]).predict(sys.argv[2])
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
