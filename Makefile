@@ -9,7 +9,8 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): setup.cfg pyproject.toml
 	# espeak-ng speaks the demo and test corpus (ser-data synth); install it where we may.
-	command -v espeak-ng >/dev/null || (apt-get install -y -q espeak-ng || (apt-get update -q && apt-get install -y -q espeak-ng)) >/dev/null
+	command -v espeak-ng >/dev/null || (apt-get install -y -q espeak-ng || (apt-get update -q && apt-get install -y -q espeak-ng)) >/dev/null \
+		|| echo "warning: could not install espeak-ng: ser-data synth, make demo and the training tests need it"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# This exact pair installs from local disk on the project's machines (a CUDA build that runs on CPUs too).
