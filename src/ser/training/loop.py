@@ -312,8 +312,10 @@ class _Run:
                     break
                 started = time.perf_counter()
                 self.classifier.train()
-                task = progress.add_task(f"epoch {epoch}/{o.epochs}", total=len(train_loader), loss=float("nan"))
-                total_loss, seen = 0.0, 0
+                task = progress.add_task(
+                    f"epoch {epoch}/{o.epochs}", total=len(train_loader), loss=float("nan"), accuracy=float("nan")
+                )
+                total_loss, correct, seen = 0.0, 0, 0
                 for audio, lengths, targets in train_loader:
                     audio, lengths, targets = (t.to(self.device, non_blocking=True) for t in (audio, lengths, targets))
                     with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
@@ -327,12 +329,14 @@ class _Run:
                     scaler.update()
                     scheduler.step()
                     total_loss, seen = total_loss + loss.item() * len(targets), seen + len(targets)
-                    progress.update(task, advance=1, loss=total_loss / seen)
+                    correct += int((logits.argmax(dim=1) == targets).sum())
+                    progress.update(task, advance=1, loss=total_loss / seen, accuracy=correct / seen)
                 y_true, y_pred, val_loss = predict(self.classifier, self.split.val, LABELS, self.device, o.batch_size)
                 val = classification_metrics(y_true, y_pred, LABELS)
                 record = {
                     "epoch": epoch,
                     "train_loss": total_loss / seen,
+                    "train_accuracy": correct / seen,
                     "val_loss": val_loss,
                     "val_accuracy": val.accuracy,
                     "val_macro_f1": val.macro_f1,
@@ -403,7 +407,7 @@ def _progress(enabled: bool):
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
+        TextColumn("loss {task.fields[loss]:.3f}  train acc {task.fields[accuracy]:.3f}"),
         disable=not enabled,
         transient=True,
     )
