@@ -61,7 +61,14 @@ def window_bounds(n_samples: int, window_s: float, hop_s: float) -> list[tuple[i
     return bounds
 
 
-def summarize(windows: Sequence[Window], labels: Sequence[str], duration_s: float) -> Timeline:
+def summarize(
+    bounds: Sequence[tuple[int, int]], predictions: Sequence[Prediction], labels: Sequence[str], n_samples: int
+) -> Timeline:
+    """The timeline of a recording of `n_samples` from its windows' sample ranges and predictions."""
+    windows = [
+        Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
+        for (a, b), p in zip(bounds, predictions, strict=True)
+    ]
     weights = np.array([w.end_s - w.start_s for w in windows])
     scores = np.array([[w.scores[label] for label in labels] for w in windows])
     overall = (scores * weights[:, None]).sum(axis=0) / weights.sum()
@@ -69,7 +76,7 @@ def summarize(windows: Sequence[Window], labels: Sequence[str], duration_s: floa
         windows=tuple(windows),
         label=labels[int(overall.argmax())],
         scores={label: float(s) for label, s in zip(labels, overall, strict=True)},
-        duration_s=duration_s,
+        duration_s=n_samples / SAMPLE_RATE,
     )
 
 
@@ -158,15 +165,10 @@ class EmotionRecognizer:
         """Emotion per `window_s` window every `hop_s` over a long recording, and overall."""
         samples = load_audio(audio, sample_rate)
         bounds = window_bounds(len(samples), window_s, hop_s)
-        windows: list[Window] = []
+        predictions: list[Prediction] = []
         for start in range(0, len(bounds), batch_size):
-            chunk = bounds[start : start + batch_size]
-            predictions = self.classify([samples[a:b] for a, b in chunk])
-            windows += [
-                Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
-                for (a, b), p in zip(chunk, predictions, strict=True)
-            ]
-        return summarize(windows, self.labels, len(samples) / SAMPLE_RATE)
+            predictions += self.classify([samples[a:b] for a, b in bounds[start : start + batch_size]])
+        return summarize(bounds, predictions, self.labels, len(samples))
 
     def classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
         """One padded batch of decoded clips (float32 mono at 16 kHz), in the order given."""

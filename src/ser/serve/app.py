@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
-from ser.runtime.recognizer import EmotionRecognizer, Prediction, Window, summarize, window_bounds
+from ser.runtime.recognizer import EmotionRecognizer, Prediction, summarize, window_bounds
 from ser.serve.batcher import MicroBatcher, QueueFullError
 from ser.serve.metrics import ServiceMetrics
 
@@ -201,11 +201,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         samples = await _read_samples(request, settings, settings.max_timeline_seconds)
         bounds = window_bounds(len(samples), window_s, hop_s)
         predictions = await answer(batcher, [samples[a:b] for a, b in bounds])
-        windows = [
-            Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
-            for (a, b), p in zip(bounds, predictions, strict=True)
-        ]
-        result = summarize(windows, recognizer.labels, len(samples) / SAMPLE_RATE)
+        result = summarize(bounds, predictions, recognizer.labels, len(samples))
         return TimelineResponse(
             label=result.label,
             scores=result.scores,
