@@ -27,7 +27,7 @@ def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: i
     from ser.cli import setup_logging
     from ser.models import CheckpointError, load_model
     from ser.models.checkpoint import spec_for_checkpoint
-    from ser.training.data import Corpus, DataError, Split, check_corpus
+    from ser.training.data import Corpus, DataError, Split, drop_unreadable
     from ser.training.loop import TrainError, evaluate, resolve_device, write_metrics
 
     setup_logging()
@@ -40,10 +40,7 @@ def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: i
                 raise DataError(f"{run_dir}: no split.json (not a ser-train run); use --split all")
             clips = Split.load(run_dir / "split.json", corpus.root).test
         else:
-            report = check_corpus(corpus)
-            for path, reason in report.unreadable:
-                click.echo(f"skipping {path}: {reason}", err=True)
-            clips = corpus.without({path for path, _ in report.unreadable}).clips
+            clips = drop_unreadable(corpus).clips
         metrics = evaluate(loaded, clips, resolve_device(device), batch_size)
     except (CheckpointError, DataError, TrainError) as e:
         click.echo(f"ser-eval: error: {e}", err=True)

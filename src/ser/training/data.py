@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import statistics
 from collections import Counter
@@ -20,6 +21,7 @@ from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.labels import LABELS, label_from_name
 from ser.staging import write_atomic
 
+log = logging.getLogger(__name__)
 AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif"})
 
 
@@ -151,6 +153,14 @@ def check_corpus(corpus: Corpus, progress=None) -> CorpusReport:
         unreadable=tuple(unreadable),
         ignored=corpus.ignored,
     )
+
+
+def drop_unreadable(corpus: Corpus) -> Corpus:
+    """The corpus without the clips that do not decode, each logged as skipped."""
+    report = check_corpus(corpus)
+    for path, reason in report.unreadable:
+        log.warning("skipping %s: %s", path, reason)
+    return corpus.without({path for path, _ in report.unreadable})
 
 
 @dataclass(frozen=True)

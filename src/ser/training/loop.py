@@ -30,7 +30,7 @@ from ser.models.registry import get_spec
 from ser.models.waveform import WaveformClassifier
 from ser.staging import write_atomic
 from ser.training.augment import AugmentOptions, build_augment
-from ser.training.data import Clip, Corpus, Split, check_corpus, split_corpus
+from ser.training.data import Clip, Corpus, Split, drop_unreadable, split_corpus
 from ser.training.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -236,10 +236,7 @@ class _Run:
         if resume:
             return Split.load(self.out / "split.json", corpus.root)
         log.info("checking %d clips in %s", len(corpus.clips), self.o.data)
-        report = check_corpus(corpus)
-        for path, reason in report.unreadable:
-            log.warning("skipping %s: %s", path, reason)
-        corpus = corpus.without({path for path, _ in report.unreadable})
+        corpus = drop_unreadable(corpus)
         split = split_corpus(corpus, self.o.seed, self.o.val_fraction, self.o.test_fraction)
         if not split.train or not split.val:
             raise TrainError(f"{self.o.data}: too few clips to split into train, validation and test")
