@@ -54,6 +54,8 @@ class Manifest:
     source: dict[str, Any]  # {"kind": "checkpoint"|"hub"|"random-init", ...}
     versions: dict[str, str]
     validation: dict[str, Any]
+    optimization: dict[str, Any] = field(default_factory=dict)  # fused operators, node counts
+    quantization: dict[str, Any] = field(default_factory=dict)  # mode, calibration, gate, FP32 nodes, sizes
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
     format_version: int = FORMAT_VERSION
 
@@ -78,6 +80,8 @@ class Manifest:
                 source=dict(data["source"]),
                 versions=dict(data["versions"]),
                 validation=dict(data["validation"]),
+                optimization=dict(data.get("optimization", {})),
+                quantization=dict(data.get("quantization", {})),
                 files=dict(data["files"]),
                 format_version=version,
             )

@@ -21,7 +21,7 @@ def test_ser_export_writes_a_bundle(tiny_checkpoint, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(out)
-    assert "validating against PyTorch" in result.stderr
+    assert "validating the FP32 graph against PyTorch" in result.stderr
     assert Bundle.load(out).manifest.model.name == "hubert"
 
 
@@ -62,3 +62,33 @@ def test_every_command_explains_itself(command):
         "ser": ["export", "infer", "demo"],
     }[command]:
         assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--int8", "static", "--eval-data", "."], "--int8 static needs calibration audio"),
+        (["--int8", "dynamic"], "--int8 needs real audio for its accuracy gate"),
+        (["--fp16", "--int8", "dynamic", "--eval-data", "."], "choose one of --fp16 and --int8"),
+        (["--int8", "dynamic", "--eval-data", ".", "--min-agreement", "1.5"], "--min-agreement"),
+    ],
+)
+def test_ser_export_refuses_bad_precision_options(tmp_path, args, message):
+    result = subprocess.run(
+        [
+            SCRIPTS / "ser-export",
+            "--model",
+            "wav2vec2",
+            "--size",
+            "tiny",
+            "--random-init",
+            "--out",
+            tmp_path / "b",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert not (tmp_path / "b").exists()

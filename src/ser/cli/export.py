@@ -47,6 +47,54 @@ SIZES = ("tiny", "base", "large")
     help="Largest |logit| difference to PyTorch an export may show. Default: the model's (1e-3).",
 )
 @click.option(
+    "--optimize/--no-optimize",
+    default=True,
+    show_default=True,
+    help="Fused attention (MultiHeadAttention), LayerNorm/GELU/bias fusions and constant folding.",
+)
+@click.option("--fp16", is_flag=True, help="FP16 weights and activations (for GPUs); reductions and norms stay FP32.")
+@click.option(
+    "--int8",
+    type=click.Choice(["dynamic", "static"]),
+    default=None,
+    help="INT8: dynamic (MatMul weights; no calibration) or static (QDQ, MatMul and Conv, calibrated on "
+    "--calibration-data). Gated on --eval-data.",
+)
+@click.option("--calibration-data", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR")
+@click.option(
+    "--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True
+)
+@click.option("--calibration-clips", type=click.IntRange(min=1), default=300, show_default=True)
+@click.option(
+    "--eval-data",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    metavar="DIR",
+    help="Audio for the INT8 accuracy gate (emotion subfolders also give macro-F1). Default: --calibration-data.",
+)
+@click.option("--eval-clips", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--min-agreement",
+    type=click.FloatRange(0, 1),
+    default=0.99,
+    show_default=True,
+    help="INT8 gate: least top-1 agreement with FP32 PyTorch on the evaluation clips.",
+)
+@click.option(
+    "--max-f1-drop",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="INT8 gate: most macro-F1 points below PyTorch's (labelled evaluation folders).",
+)
+@click.option(
+    "--max-fp32-fraction",
+    type=click.FloatRange(0, 1),
+    default=0.5,
+    show_default=True,
+    help="INT8 gate: share of quantizable nodes that may fall back to FP32 before the export gives up.",
+)
+@click.option(
     "--triton",
     type=click.Path(),
     default=None,
@@ -66,6 +114,17 @@ def export_command(
     overwrite: bool,
     opset: int,
     tolerance: float | None,
+    optimize: bool,
+    fp16: bool,
+    int8: str | None,
+    calibration_data: str | None,
+    calibration_method: str,
+    calibration_clips: int,
+    eval_data: str | None,
+    eval_clips: int,
+    min_agreement: float,
+    max_f1_drop: float,
+    max_fp32_fraction: float,
     triton: str | None,
     triton_max_batch: int,
     triton_gpu: bool,
@@ -73,20 +132,37 @@ def export_command(
     quiet: bool,
 ) -> None:
     """Export a speech-emotion model to a bundle folder: ONNX graph (audio, lengths → logits) plus a
-    manifest, validated against PyTorch with ONNX Runtime. Fails, writing nothing, above the tolerance."""
+    manifest, optimised, optionally FP16 or INT8, and validated against PyTorch with ONNX Runtime.
+    Fails, writing nothing, above the tolerance or below the INT8 accuracy gate."""
     from ser.cli import setup_logging
-    from ser.export import ExportOptions, ExportToleranceError, export_bundle
+    from ser.export import ExportGateError, ExportOptions, ExportToleranceError, Gate, Int8Options, export_bundle
     from ser.export.triton import TritonOptions, write_triton_repository
     from ser.models import CheckpointError
+    from ser.training.data import DataError
 
     setup_logging(verbose=not quiet)
-    options = ExportOptions(model, checkpoint, size, random_init, opset, tolerance)
     try:
+        options = ExportOptions(
+            model,
+            checkpoint,
+            size,
+            random_init,
+            opset,
+            tolerance,
+            optimize=optimize,
+            fp16=fp16,
+            int8=Int8Options(int8, calibration_method) if int8 else None,
+            calibration_data=calibration_data,
+            eval_data=eval_data,
+            calibration_clips=calibration_clips,
+            eval_clips=eval_clips,
+            gate=Gate(min_agreement, max_f1_drop, max_fp32_fraction),
+        )
         triton_options = TritonOptions(max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt)
-        bundle = export_bundle(options, out or f"bundles/{model}", overwrite=overwrite)
+        bundle = export_bundle(options, out or f"bundles/{model}", overwrite=overwrite, show_progress=not quiet)
         if triton:
             model_dir = write_triton_repository(bundle, triton, triton_options, overwrite=overwrite)
-    except (CheckpointError, ExportToleranceError, ValueError, FileExistsError) as e:
+    except (CheckpointError, ExportToleranceError, ExportGateError, DataError, ValueError, FileExistsError) as e:
         click.echo(f"ser-export: error: {e}", err=True)
         sys.exit(1)
     click.echo(str(bundle.path))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import platform
-from dataclasses import dataclass
+import tempfile
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -12,12 +13,17 @@ import onnx
 import onnxruntime
 import torch
 import transformers
+from rich.progress import Progress
 
 import ser
 from ser.audio import SAMPLE_RATE
 from ser.bundle import ONNX_NAME, Bundle, BundleWriter, Manifest, ModelInfo, graph_signature
+from ser.export.calibration import AudioFolderReader
+from ser.export.gate import Gate, GateResult, Reference, score, search_fp32_fallback
 from ser.export.onnx import OPSET, export_onnx
-from ser.export.validate import ExportToleranceError, validate
+from ser.export.optimize import convert_fp16, optimize_graph, save_model
+from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity, quantizable_nodes
+from ser.export.validate import ExportToleranceError, ValidationReport, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 
@@ -31,31 +37,71 @@ class ExportOptions:
     size: str | None = None  # with random_init
     random_init: bool = False
     opset: int = OPSET
-    tolerance: float | None = None  # max |logit error|; None: the model spec's FP32 tolerance
+    tolerance: float | None = None  # max |logit error| (FP32/FP16); None: the model spec's
+    optimize: bool = True  # fused attention + ONNX Runtime's fusions
+    fp16: bool = False
+    int8: Int8Options | None = None
+    calibration_data: str | None = None  # folder of audio for static INT8
+    eval_data: str | None = None  # folder for the INT8 gate; default: calibration_data
+    calibration_clips: int = 300
+    eval_clips: int = 200
+    gate: Gate = field(default_factory=Gate)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.fp16 and self.int8 is not None:
+            raise ValueError("choose one of --fp16 and --int8")
+        if self.int8 is not None and self.int8.mode == "static" and self.calibration_data is None:
+            raise ValueError("--int8 static needs calibration audio: pass --calibration-data DIR")
+        if self.int8 is not None and self.eval_data is None and self.calibration_data is None:
+            raise ValueError(
+                "--int8 needs real audio for its accuracy gate: pass --eval-data DIR (or --calibration-data)"
+            )
+
+    @property
+    def precision(self) -> str:
+        if self.int8 is not None:
+            return f"int8-{self.int8.mode}"
+        return "fp16" if self.fp16 else "fp32"
 
 
-def export_bundle(options: ExportOptions, out: str | Path, overwrite: bool = False) -> Bundle:
-    """Load, export to ONNX, validate with ONNX Runtime, and write the bundle folder at `out`.
+def export_bundle(
+    options: ExportOptions, out: str | Path, overwrite: bool = False, show_progress: bool = False
+) -> Bundle:
+    """Load, export to ONNX, optimise, convert/quantize, validate, and write the bundle folder at `out`.
 
-    Raises ExportToleranceError (and writes nothing) when the graph drifts past the tolerance.
+    Raises ExportToleranceError or ExportGateError (and writes nothing) when the graph drifts past
+    the tolerance or misses the accuracy gate.
     """
     loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
-    tolerance = options.tolerance if options.tolerance is not None else loaded.spec.fp32_tolerance
     module = loaded.waveform()
     inputs, outputs = graph_signature(len(loaded.labels))
-    with BundleWriter(out, overwrite=overwrite) as writer:
+    with BundleWriter(out, overwrite=overwrite) as writer, tempfile.TemporaryDirectory(prefix="ser-export-") as tmp:
         assert writer.dir is not None
-        onnx_path = writer.dir / ONNX_NAME
+        work = Path(tmp)
+        float_path = work / "exported.onnx"
         log.info("exporting %s (%s) to ONNX opset %d", options.model, loaded.size, options.opset)
-        export_onnx(module, onnx_path, options.opset)
-        log.info("validating against PyTorch with ONNX Runtime")
-        with OnnxRuntimeBackend(onnx_path, inputs, device="cpu") as backend:
-            report = validate(backend, module, tolerance)
-        if not report.passed:
-            raise ExportToleranceError(
-                f"{options.model}: ONNX logits differ from PyTorch by {report.max_abs_logit_error:.3g} "
-                f"(tolerance {tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
-            )
+        attention_layers = export_onnx(module, float_path, options.opset, fuse_attention=options.optimize)
+        optimization: dict = {}
+        if options.optimize:
+            optimized = work / "optimized.onnx"
+            optimization = {"attention_layers": attention_layers, **optimize_graph(float_path, optimized).to_dict()}
+            float_path = optimized
+        log.info("validating the FP32 graph against PyTorch with ONNX Runtime")
+        fp32_tolerance = loaded.spec.fp32_tolerance if options.tolerance is None else options.tolerance
+        report = _validate(float_path, inputs, module, fp32_tolerance, options.model)
+        final, quantization = float_path, {}
+        if options.fp16:
+            final = work / "fp16.onnx"
+            quantization = convert_fp16(float_path, final)
+            log.info("validating the FP16 graph against PyTorch")
+            fp16_tolerance = loaded.spec.fp16_tolerance if options.tolerance is None else options.tolerance
+            report = _validate(final, inputs, module, fp16_tolerance, options.model)
+        elif options.int8 is not None:
+            final, quantization = _quantize(options, module, loaded.labels, float_path, inputs, work, show_progress)
+            with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
+                report = validate(backend, module, tolerance=float("inf"))  # recorded; the gate decides
+        save_model(onnx.load(str(final)), writer.dir / ONNX_NAME)
         manifest = Manifest(
             model=ModelInfo(
                 name=options.model,
@@ -65,7 +111,7 @@ def export_bundle(options: ExportOptions, out: str | Path, overwrite: bool = Fal
             ),
             labels=loaded.labels,
             sample_rate=SAMPLE_RATE,
-            precision="fp32",
+            precision=options.precision,
             inputs=inputs,
             outputs=outputs,
             source={**loaded.source, "normalize": loaded.normalize},
@@ -80,12 +126,85 @@ def export_bundle(options: ExportOptions, out: str | Path, overwrite: bool = Fal
                 "opset": str(options.opset),
             },
             validation=report.to_dict(),
+            optimization=optimization,
+            quantization=quantization,
         )
         bundle = writer.commit(manifest)
     log.info(
-        "wrote %s: max |logit error| %.2e, top-1 agreement %.0f%%",
+        "wrote %s (%s): max |logit error| %.2e, top-1 agreement %.0f%%",
         bundle.path,
+        options.precision,
         report.max_abs_logit_error,
         100 * report.top1_agreement,
     )
     return bundle
+
+
+def _validate(path: Path, inputs: tuple, module: torch.nn.Module, tolerance: float, model: str) -> ValidationReport:
+    with OnnxRuntimeBackend(path, inputs, device="cpu") as backend:
+        report = validate(backend, module, tolerance)
+    if not report.passed:
+        raise ExportToleranceError(
+            f"{model}: ONNX logits ({path.stem}) differ from PyTorch by {report.max_abs_logit_error:.3g} "
+            f"(tolerance {tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
+        )
+    return report
+
+
+def _graph_bytes(path: Path) -> int:
+    data = path.with_name(path.name + ".data")
+    return path.stat().st_size + (data.stat().st_size if data.exists() else 0)
+
+
+def _quantize(
+    options: ExportOptions,
+    module: torch.nn.Module,
+    labels: tuple[str, ...],
+    float_path: Path,
+    inputs: tuple,
+    work: Path,
+    show_progress: bool,
+) -> tuple[Path, dict]:
+    """INT8 through the accuracy gate: returns the passing graph and what the manifest records."""
+    assert options.int8 is not None
+    int8 = options.int8
+    calibration = None
+    if int8.mode == "static":
+        assert options.calibration_data is not None  # ExportOptions checks it
+        calibration = AudioFolderReader.from_folder(options.calibration_data, options.calibration_clips, options.seed)
+    eval_folder = options.eval_data or options.calibration_data
+    assert eval_folder is not None  # ExportOptions refuses --int8 without either
+    evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1)
+    log.info("scoring FP32 PyTorch on %d evaluation clips from %s", len(evaluation), evaluation.folder)
+    reference = Reference.compute(module, evaluation, labels)
+    quantizable = quantizable_nodes(onnx.load(str(float_path), load_external_data=False), int8.mode)
+    with Progress(transient=True, disable=not show_progress) as progress:
+        task = progress.add_task("calibrating", total=len(calibration) if calibration else 0)
+        quantizer = Quantizer(float_path, int8, calibration, work, on_feed=lambda: progress.advance(task))
+
+        def evaluate(path: Path) -> GateResult:
+            with OnnxRuntimeBackend(path, inputs, device="cpu") as backend:
+                return score(backend, evaluation, reference, options.gate)
+
+        def rank(path: Path) -> list[str]:
+            feeds = list(evaluation)[:8]
+            sensitivity = node_sensitivity(float_path, path, quantizable, feeds)
+            return sorted(sensitivity, key=sensitivity.__getitem__, reverse=True)
+
+        final, fallback = search_fp32_fallback(quantizer.quantize, evaluate, rank, quantizable, options.gate, work)
+    return final, {
+        "mode": int8.mode,
+        "method": int8.method if int8.mode == "static" else None,
+        "per_channel": int8.per_channel,
+        "op_types": list(OP_TYPES[int8.mode]),
+        "calibration": None
+        if calibration is None
+        else {"folder": str(calibration.folder), "clips": len(calibration), "seed": calibration.seed},
+        "evaluation": {"folder": str(evaluation.folder), "clips": len(evaluation), "seed": evaluation.seed},
+        "gate": asdict(options.gate),
+        "quantized_nodes": len(quantizable) - len(fallback.fp32_nodes),
+        "fp32_nodes": list(fallback.fp32_nodes),
+        **fallback.result.to_dict(),
+        "size_bytes": _graph_bytes(final),
+        "fp32_size_bytes": _graph_bytes(float_path),
+    }

@@ -62,6 +62,7 @@ class ModelSpec:
     dropout_keys: tuple[str, ...]  # config fields that one training --dropout value sets
     from_scratch: dict[str, Any]  # config changes for training without a pretrained checkpoint
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
+    fp16_tolerance: float = 5e-2  # the same for --fp16 (FP16 keeps ~3 significant digits)
 
     def config(self, size: str, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:
         if size not in self.sizes:

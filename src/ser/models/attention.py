@@ -1,0 +1,115 @@
+"""Self-attention as one operator, so the exported graph holds one fused node per layer.
+
+ONNX Runtime's transformer optimizer fuses attention only for the BERT/GPT patterns it knows, and
+finds none in the wav2vec2 family as torch.onnx exports it (0 of 12 layers). Instead of matching
+patterns after the fact, `fused_attention(model)` swaps each layer's attention core for
+`ser::multi_head_attention`, a torch op with an SDPA implementation that the exporter writes as
+ONNX Runtime's `com.microsoft.MultiHeadAttention` (see ser.export.onnx). Projections stay plain
+Linear layers, which the quantizer sees as MatMuls. Everything the layer adds to the scores (the
+padding mask, WavLM's gated relative position bias) travels as one additive `attention_bias`
+[batch, heads or 1, frames, frames].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import MethodType
+
+import torch
+from torch import nn
+from transformers.models.hubert.modeling_hubert import HubertAttention
+from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+
+@torch.library.custom_op("ser::multi_head_attention", mutates_args=())
+def multi_head_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, num_heads: int, scale: float
+) -> torch.Tensor:
+    """query/key/value [batch, frames, hidden] (projected), bias additive [batch, heads or 1, frames, frames]."""
+    batch, frames, hidden = query.shape
+
+    def heads(x: torch.Tensor) -> torch.Tensor:
+        return x.view(batch, -1, num_heads, hidden // num_heads).transpose(1, 2)
+
+    out = nn.functional.scaled_dot_product_attention(heads(query), heads(key), heads(value), bias, scale=scale)
+    return out.transpose(1, 2).reshape(batch, frames, hidden)
+
+
+@multi_head_attention.register_fake
+def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.Tensor, num_heads: int, scale: float):
+    return torch.empty_like(query)
+
+
+def additive_bias(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    """A Hugging Face attention mask (None, bool keep-mask or additive float) → additive float [b, 1|h, t, t]."""
+    batch, frames = like.shape[:2]
+    if mask is None:
+        return like.new_zeros(batch, 1, frames, frames)
+    if mask.dtype == torch.bool:
+        return torch.zeros_like(mask, dtype=like.dtype).masked_fill(~mask, torch.finfo(like.dtype).min)
+    return mask.to(like.dtype)
+
+
+def _wav2vec2_forward(
+    self: Wav2Vec2Attention, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+) -> tuple[torch.Tensor, None]:
+    if kwargs.get("key_value_states") is not None:
+        raise ValueError("fused attention is self-attention only")
+    bias = additive_bias(attention_mask, hidden_states)
+    out = multi_head_attention(
+        self.q_proj(hidden_states),
+        self.k_proj(hidden_states),
+        self.v_proj(hidden_states),
+        bias,
+        self.num_heads,
+        self.scaling,
+    )
+    return self.out_proj(out), None
+
+
+def _wavlm_core(
+    self: WavLMAttention,
+    hidden_states: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    gated_position_bias: torch.Tensor,
+) -> tuple[torch.Tensor, None]:
+    # Stands in for WavLMAttention.torch_multi_head_self_attention: attention_mask is [batch, frames]
+    # with 1 for valid frames; the gated bias is [batch * heads, frames, frames].
+    batch, frames, _ = hidden_states.shape
+    bias = gated_position_bias.view(batch, self.num_heads, frames, frames)
+    if attention_mask is not None:
+        padded = attention_mask.ne(1)[:, None, None, :]
+        bias = bias.masked_fill(padded, torch.finfo(bias.dtype).min)
+    out = multi_head_attention(
+        self.q_proj(hidden_states),
+        self.k_proj(hidden_states),
+        self.v_proj(hidden_states),
+        bias,
+        self.num_heads,
+        self.scaling,
+    )
+    return self.out_proj(out), None
+
+
+@contextmanager
+def fused_attention(model: nn.Module) -> Iterator[int]:
+    """Within the block, every self-attention layer of `model` runs through `multi_head_attention`.
+
+    Yields how many layers were swapped (0 for models without attention, e.g. ResNet18). The
+    original methods come back on exit, so the same model can then serve as the reference.
+    """
+    swapped: list[tuple[nn.Module, str]] = []
+    for module in model.modules():
+        if isinstance(module, (Wav2Vec2Attention, HubertAttention)):
+            module.forward = MethodType(_wav2vec2_forward, module)
+            swapped.append((module, "forward"))
+        elif isinstance(module, WavLMAttention):
+            module.torch_multi_head_self_attention = MethodType(_wavlm_core, module)
+            swapped.append((module, "torch_multi_head_self_attention"))
+    try:
+        yield len(swapped)
+    finally:
+        for module, name in swapped:
+            delattr(module, name)

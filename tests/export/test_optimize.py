@@ -1,0 +1,70 @@
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from ser.bundle import Bundle
+from ser.export import ExportOptions, export_bundle
+from tests.conftest import TINY_MODELS
+
+TRANSFORMERS = [name for name in TINY_MODELS if name != "resnet18"]
+
+
+def op_counts(path) -> Counter:
+    return Counter(node.op_type for node in onnx.load(path).graph.node)
+
+
+@pytest.mark.parametrize("name", TRANSFORMERS)
+def test_every_attention_layer_is_one_fused_node(tiny_bundle, name):
+    bundle = Bundle.load(tiny_bundle(name))
+    counts = op_counts(bundle.onnx_path)
+    layers = 2  # the tiny size
+    assert counts["MultiHeadAttention"] == layers
+    assert counts["Softmax"] <= 1, "attention scores must not be computed outside the fused node"
+    assert counts["Gelu"] + counts["BiasGelu"] >= 2 * layers, "GELU fusion regressed"
+    fused = bundle.manifest.optimization["fused"]
+    assert fused["MultiHeadAttention"] == bundle.manifest.optimization["attention_layers"] == layers
+    assert bundle.manifest.optimization["nodes_after"] < bundle.manifest.optimization["nodes_before"]
+
+
+def test_wavlm_keeps_its_gated_position_bias_inside_the_fused_attention(tiny_bundle):
+    graph = onnx.load(Bundle.load(tiny_bundle("wavlm")).onnx_path).graph
+    attention = [n for n in graph.node if n.op_type == "MultiHeadAttention"]
+    assert all(len(n.input) == 6 and n.input[5] for n in attention), "attention_bias input must be wired"
+    assert all(n.domain == "com.microsoft" for n in attention)
+
+
+def test_no_optimize_writes_the_plain_graph(tmp_path, tiny_checkpoint):
+    options = ExportOptions("wav2vec2", checkpoint=str(tiny_checkpoint("wav2vec2")), optimize=False)
+    bundle = export_bundle(options, tmp_path / "plain")
+    counts = op_counts(bundle.onnx_path)
+    assert counts["MultiHeadAttention"] == 0 and counts["Softmax"] == 2
+    assert bundle.manifest.optimization == {}
+
+
+def test_fp16_keeps_reductions_in_fp32_and_stays_within_its_tolerance(tmp_path, tiny_checkpoint):
+    options = ExportOptions("wav2vec2", checkpoint=str(tiny_checkpoint("wav2vec2")), fp16=True)
+    bundle = export_bundle(options, tmp_path / "fp16")
+    m = bundle.manifest
+    assert m.precision == "fp16"
+    assert m.validation["passed"] and m.validation["max_abs_logit_error"] <= 5e-2
+    graph = onnx.load(bundle.onnx_path).graph
+    float_types = Counter(
+        i.data_type for i in graph.initializer if i.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16)
+    )
+    assert float_types[onnx.TensorProto.FLOAT16] > float_types[onnx.TensorProto.FLOAT]
+    io = [t.type.tensor_type.elem_type for t in (*graph.input, *graph.output) if t.name != "lengths"]
+    assert io == [onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT], "inputs and outputs stay FP32"
+    assert m.quantization["fp32_nodes"] > 0 and "ReduceSum" in m.quantization["fp32_op_types"]
+
+
+def test_fp16_bundle_answers_like_fp32(tmp_path, tiny_checkpoint, tiny_bundle):
+    from ser.runtime import EmotionRecognizer
+
+    options = ExportOptions("resnet18", checkpoint=str(tiny_checkpoint("resnet18")), fp16=True)
+    fp16 = EmotionRecognizer.load(export_bundle(options, tmp_path / "fp16").path)
+    fp32 = EmotionRecognizer.load(tiny_bundle("resnet18"))
+    clip = np.random.default_rng(0).standard_normal(24_000).astype(np.float32) * 0.1
+    a, b = fp16.predict(clip, 16_000), fp32.predict(clip, 16_000)
+    assert max(abs(a.scores[k] - b.scores[k]) for k in a.scores) < 1e-2

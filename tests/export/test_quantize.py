@@ -1,0 +1,115 @@
+"""INT8 export: graph structure per mode, the accuracy gate (pass with FP32 fallback, forced failure)
+and per-node sensitivity, all through real ONNX Runtime quantization and sessions."""
+
+from collections import Counter
+
+import numpy as np
+import onnx
+import pytest
+
+from ser.bundle import Bundle
+from ser.export import ExportGateError, ExportOptions, Gate, Int8Options, export_bundle
+from ser.export.calibration import AudioFolderReader
+from ser.export.quantize import Quantizer, node_sensitivity, quantizable_nodes
+
+
+def int8_options(checkpoint, corpus, mode: str, gate: Gate, model: str = "wav2vec2") -> ExportOptions:
+    return ExportOptions(
+        model,
+        checkpoint=str(checkpoint(model)),
+        int8=Int8Options(mode),
+        calibration_data=str(corpus),
+        calibration_clips=20,
+        eval_clips=24,
+        gate=gate,
+    )
+
+
+OPEN_GATE = Gate(min_agreement=0.0, max_f1_drop=None)
+
+
+def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkpoint, synth_corpus):
+    bundle = export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", OPEN_GATE), tmp_path / "b")
+    graph = onnx.load(bundle.onnx_path).graph
+    counts = Counter(n.op_type for n in graph.node)
+    assert counts["QuantizeLinear"] > 0 and counts["DequantizeLinear"] > counts["QuantizeLinear"]
+    assert counts["MultiHeadAttention"] == 2, "quantization keeps the fused attention"
+    initializers = {i.name: i for i in graph.initializer}
+    int8_weights = [i for i in graph.initializer if i.data_type == onnx.TensorProto.INT8]
+    assert len(int8_weights) >= 7 + 2 * 6, "the feature encoder's 7 convs and every layer's MatMuls are INT8"
+    producers = {o: n for n in graph.node for o in n.output}
+    conv_weights = [producers.get(n.input[1]) for n in graph.node if n.op_type == "Conv"]
+    per_channel = [
+        d for d in conv_weights if d is not None and d.op_type == "DequantizeLinear" and d.input[0] in initializers
+    ]
+    assert per_channel, "Conv weights must be quantized"
+    scales = [np.prod(initializers[d.input[1]].dims) for d in per_channel]
+    assert max(scales) > 1, "weights must carry one scale per output channel"
+    q = bundle.manifest.quantization
+    assert bundle.manifest.precision == "int8-static"
+    assert q["method"] == "minmax" and q["calibration"]["clips"] == 20 and q["fp32_nodes"] == []
+    assert q["size_bytes"] < q["fp32_size_bytes"]
+    assert 0 <= q["agreement"] <= 1 and q["clips"] == 24
+
+
+def test_dynamic_int8_quantizes_matmuls_only(tmp_path, tiny_checkpoint, synth_corpus):
+    bundle = export_bundle(int8_options(tiny_checkpoint, synth_corpus, "dynamic", OPEN_GATE), tmp_path / "b")
+    counts = Counter(n.op_type for n in onnx.load(bundle.onnx_path).graph.node)
+    assert counts["MatMulInteger"] + counts["DynamicQuantizeMatMul"] > 0
+    assert counts["ConvInteger"] == 0 and counts["Conv"] == 8
+    assert bundle.manifest.precision == "int8-dynamic" and bundle.manifest.quantization["calibration"] is None
+
+
+def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_checkpoint, synth_corpus):
+    # A random tiny model's logits nearly tie, so full INT8 flips answers; with enough nodes back in
+    # FP32 the graph agrees with PyTorch on every clip.
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=1.0)
+    bundle = export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
+    q = Bundle.load(bundle.path).manifest.quantization
+    assert q["agreement"] == 1.0 and q["passed"]
+    assert q["fp32_nodes"], "full INT8 should have missed a 100% agreement gate on this model"
+    graph = onnx.load(bundle.onnx_path).graph
+    kept = {n.name: n for n in graph.node if n.name in q["fp32_nodes"]}
+    assert set(kept) == set(q["fp32_nodes"])
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    initializers = {i.name for i in graph.initializer}
+    for node in kept.values():
+        weight = node.input[1]
+        assert weight in initializers or producers.get(weight) != "DequantizeLinear", f"{node.name} is not FP32"
+    assert q["quantized_nodes"] + len(q["fp32_nodes"]) == 23
+
+
+def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoint, synth_corpus):
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.0)  # no fallback allowed
+    with pytest.raises(ExportGateError, match=r"misses the accuracy gate.*0 of 23 nodes.*no bundle written"):
+        export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    assert [p for p in tmp_path.iterdir()] == []
+
+
+def test_int8_needs_audio_for_its_gate():
+    with pytest.raises(ValueError, match="--eval-data"):
+        ExportOptions("wav2vec2", int8=Int8Options("dynamic"))
+    with pytest.raises(ValueError, match="one of --fp16 and --int8"):
+        ExportOptions("wav2vec2", fp16=True, int8=Int8Options("dynamic"), eval_data="x")
+    with pytest.raises(ValueError, match="entropy"):
+        Int8Options("static", method="kl")
+
+
+def test_sensitivity_is_zero_for_a_node_left_in_fp32(tmp_path, tiny_checkpoint, synth_corpus):
+    from ser.export.onnx import export_onnx
+    from ser.export.optimize import optimize_graph
+    from ser.models import load_model
+
+    module = load_model("wav2vec2", str(tiny_checkpoint("wav2vec2"))).waveform()
+    export_onnx(module, tmp_path / "raw.onnx", fuse_attention=True)
+    optimize_graph(tmp_path / "raw.onnx", tmp_path / "float.onnx")
+    nodes = quantizable_nodes(onnx.load(tmp_path / "float.onnx"), "static")
+    reader = AudioFolderReader.from_folder(synth_corpus, limit=6)
+    quantizer = Quantizer(tmp_path / "float.onnx", Int8Options("static"), reader, tmp_path)
+    quantizer.quantize(tmp_path / "q.onnx", exclude=[nodes[0]])
+    assert (tmp_path / "calibration.json").is_file(), "ranges are cached for the fallback rounds"
+    scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "q.onnx", nodes, list(reader)[:2])
+    assert set(scores) == set(nodes)
+    assert abs(scores[nodes[0]]) < 1e-12, "nothing upstream of the first conv is quantized"
+    assert max(scores.values()) > 1e-6
