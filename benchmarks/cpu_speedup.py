@@ -7,8 +7,9 @@ For each model (random weights at the named size: speed does not depend on the w
 plain FP32 (no fusion), optimised FP32, dynamic INT8 and static INT8 (calibrated on CORPUS, any
 folder of speech), then times PyTorch eager and each graph on the same 4-second clip at batch 1
 and on 8 such clips at batch 8, all with the same thread count, in interleaved rounds so machine
-noise hits every backend alike. The accuracy gate is off here (random weights have no meaningful
-answers); `ser-export`'s gate on trained checkpoints is what guards accuracy.
+noise hits every backend alike, with a short pause before each timed call so that one session's
+spinning threads cannot slow the next. The accuracy gate is off here (random weights have no
+meaningful answers); `ser-export`'s gate on trained checkpoints is what guards accuracy.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ MODES = {
     "int8-static": dict(int8=Int8Options("static")),
 }
 CLIP_SECONDS = 4.0
+# ONNX Runtime's pool threads spin for a while after a run; on two cores a session that ran just
+# before would steal time from the next one. A pause between timed calls lets them go idle.
+SETTLE_S = 0.05
 
 
 def feeds(batch: int) -> dict[str, np.ndarray]:
@@ -55,6 +59,7 @@ def time_rounds(runners: dict, batch: int, runs: int) -> dict[str, list[float]]:
     samples: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(runs):
         for name, run in runners.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             run(inputs)
             samples[name].append(time.perf_counter() - start)

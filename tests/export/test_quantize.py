@@ -96,7 +96,7 @@ def test_int8_needs_audio_for_its_gate():
         Int8Options("static", method="kl")
 
 
-def test_sensitivity_is_zero_for_a_node_left_in_fp32(tmp_path, tiny_checkpoint, synth_corpus):
+def test_sensitivity_measures_each_node_alone_at_the_output(tmp_path, tiny_checkpoint, synth_corpus):
     from ser.export.onnx import export_onnx
     from ser.export.optimize import optimize_graph
     from ser.models import load_model
@@ -109,7 +109,16 @@ def test_sensitivity_is_zero_for_a_node_left_in_fp32(tmp_path, tiny_checkpoint, 
     quantizer = Quantizer(tmp_path / "float.onnx", Int8Options("static"), reader, tmp_path)
     quantizer.quantize(tmp_path / "q.onnx", exclude=[nodes[0]])
     assert (tmp_path / "calibration.json").is_file(), "ranges are cached for the fallback rounds"
-    scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "q.onnx", nodes, list(reader)[:2])
-    assert set(scores) == set(nodes)
-    assert abs(scores[nodes[0]]) < 1e-12, "nothing upstream of the first conv is quantized"
-    assert max(scores.values()) > 1e-6
+    feeds = list(reader)[:2]
+    scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "q.onnx", nodes, feeds, quantizer.quantize)
+    assert set(scores) == set(nodes), scores
+    floor = min(scores.values())
+    assert scores[nodes[0]] == floor, "a node left in FP32, alone, is as good as none quantized"
+    assert max(scores.values()) > 100 * floor, "the damaging nodes must stand out"
+
+    # Dynamic graphs lose the node names, so each node is re-quantized alone: same contract.
+    dynamic = Quantizer(tmp_path / "float.onnx", Int8Options("dynamic"), None, tmp_path)
+    dynamic.quantize(tmp_path / "d.onnx")
+    matmuls = quantizable_nodes(onnx.load(tmp_path / "float.onnx"), "dynamic")[:3]
+    scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "d.onnx", matmuls, feeds, dynamic.quantize)
+    assert set(scores) == set(matmuls) and min(scores.values()) > 0

@@ -36,10 +36,11 @@ FUSED_OPS = (
     "BiasSkipLayerNormalization",
 )
 
-# Kept in FP32 by --fp16, measured on wav2vec2/WavLM/ResNet18 graphs (benchmarks/RESULTS.md):
-# reductions over the whole clip (waveform normalisation, the masked GroupNorm's statistics,
-# pooling) overflow FP16's 65504 on long clips; LayerNorm statistics and the log of the mel
-# power lose accuracy; Softmax over frames in pooling underflows.
+# Kept in FP32 by --fp16. What measurably overflowed (benchmarks/fp16_keep_list.py) is the length
+# arithmetic, kept by `length_nodes`; these op types are a precaution for trained activations that
+# the random-weight measurement cannot show: sums over a whole clip (waveform normalisation, the
+# masked GroupNorm's statistics, pooling) can exceed FP16's 65504, and norm statistics, Softmax over
+# frames and the log of the mel power lose precision in FP16.
 FP16_KEEP_FP32_OPS = (
     "ReduceSum",
     "ReduceMean",
@@ -87,12 +88,16 @@ def optimize_graph(src: Path, dst: Path) -> OptimizationReport:
     """Fuse and fold `src` into `dst` (which may be the same path)."""
     before = len(onnx.load(str(src), load_external_data=False).graph.node)
     options = FusionOptions("bert")
-    # The optimizer prints its symbolic shape inference failures (it then fuses without shapes; on
-    # these graphs only SkipLayerNormalization needs them, and sessions fuse that at load time).
-    with contextlib.redirect_stdout(io.StringIO()):
-        optimized = optimize_model(
-            str(src), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options, opt_level=1
-        )
+    # The optimizer prints and logs its symbolic shape inference failures (it then fuses without
+    # shapes; on these graphs only SkipLayerNormalization needs them, and sessions fuse that at load).
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            optimized = optimize_model(
+                str(src), model_type="bert", num_heads=0, hidden_size=0, optimization_options=options, opt_level=1
+            )
+    finally:
+        logging.disable(logging.NOTSET)
     model = optimized.model
     name_nodes(model)
     counts = op_counts(model)
@@ -102,14 +107,70 @@ def optimize_graph(src: Path, dst: Path) -> OptimizationReport:
     return OptimizationReport(before, len(model.graph.node), fused)
 
 
-def convert_fp16(src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS) -> dict:
-    """FP16 weights and activations with FP32 inputs/outputs, `keep_fp32_ops` left in FP32.
+def length_nodes(model: onnx.ModelProto) -> list[str]:
+    """Nodes that compute only from `lengths`, tensor shapes and constants: sample and frame counts.
 
-    Returns what the manifest records: the op types kept and how many nodes that is.
+    FP16 tops out at 65504, about 4.1 s of 16 kHz samples, so these must stay FP32 or every clip
+    longer than that gets infinite lengths (measured: NaN logits on a 30 s clip).
+    """
+    constants = {init.name for init in model.graph.initializer}
+    derived = {"lengths"}
+    names = []
+    for node in model.graph.node:
+        dynamic = [name for name in node.input if name and name not in constants]
+        if node.op_type in ("Shape", "Size") or (dynamic and all(name in derived for name in dynamic)):
+            derived.update(node.output)
+            names.append(node.name)
+        elif not dynamic:
+            constants.update(node.output)
+    return names
+
+
+def convert_fp16(
+    src: Path, dst: Path, keep_fp32_ops: tuple[str, ...] = FP16_KEEP_FP32_OPS, keep_lengths: bool = True
+) -> dict:
+    """FP16 weights and activations with FP32 inputs/outputs; `keep_fp32_ops` and the length
+    arithmetic (see `length_nodes`) stay in FP32.
+
+    Returns what the manifest records: the op types kept and how many nodes stayed FP32.
     """
     model = onnx.load(str(src))
-    converted = convert_float_to_float16(model, keep_io_types=True, op_block_list=list(keep_fp32_ops))
-    name_nodes(converted)
+    name_nodes(model)
+    lengths = length_nodes(model) if keep_lengths else []
+    blocked = {node.name for node in model.graph.node if node.op_type in keep_fp32_ops} | set(lengths)
+    _drop_fp32_edge_types(model, blocked)
+    converted = convert_float_to_float16(
+        model,
+        keep_io_types=True,
+        op_block_list=list(keep_fp32_ops),
+        node_block_list=lengths,
+        disable_shape_infer=True,  # it would re-type the FP32 edges dropped above
+    )
     save_model(converted, dst)
-    kept = sum(1 for node in model.graph.node if node.op_type in keep_fp32_ops)
-    return {"fp32_op_types": list(keep_fp32_ops), "fp32_nodes": kept}
+    return {"fp32_op_types": list(keep_fp32_ops), "fp32_length_nodes": len(lengths), "fp32_nodes": len(blocked)}
+
+
+def _drop_fp32_edge_types(model: onnx.ModelProto, blocked: set[str]) -> None:
+    """Forget the recorded type of tensors passed from one FP32 node to another.
+
+    The converter turns every typed float tensor into FP16 and casts around blocked nodes, so a
+    value between two blocked nodes would round-trip through FP16 (a sample count of 480,000
+    becomes inf). Untyped, it is left alone and stays FP32.
+    """
+    producer = {out: node.name for node in model.graph.node for out in node.output}
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.name)
+    outputs = {o.name for o in model.graph.output}
+    keep = [
+        info
+        for info in model.graph.value_info
+        if not (
+            producer.get(info.name) in blocked
+            and info.name not in outputs
+            and consumers.get(info.name, set()) <= blocked
+        )
+    ]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(keep)
