@@ -50,6 +50,8 @@ def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkp
     assert q["method"] == "minmax" and q["calibration"]["clips"] == 20 and q["fp32_nodes"] == []
     assert q["size_bytes"] < q["fp32_size_bytes"]
     assert 0 <= q["agreement"] <= 1 and q["clips"] == 24
+    v = bundle.manifest.validation  # recorded against PyTorch; the gate, not a tolerance, decides
+    assert v["tolerance"] is None and v["passed"] and v["max_abs_logit_error"] > 0
 
 
 def test_dynamic_int8_quantizes_matmuls_only(tmp_path, tiny_checkpoint, synth_corpus):

@@ -8,13 +8,12 @@ Modes (model path in, model path out):
   come from real audio (minmax, entropy or percentile) and are cached, so re-quantizing with other
   nodes excluded does not re-calibrate.
 
-`node_sensitivity` ranks the quantized nodes by how much of the quantized graph's logit error
-each one causes (leave-one-out against the float graph on a few clips).
+`node_sensitivity` ranks the quantized nodes by the logit error each one causes when it alone is
+quantized (against the float graph, on a few clips).
 """
 
 from __future__ import annotations
 
-import logging
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -32,8 +31,6 @@ from onnxruntime.quantization import (
 
 from ser.export.calibration import AudioFolderReader, Feeds
 from ser.export.optimize import save_model
-
-log = logging.getLogger(__name__)
 
 MODES = ("dynamic", "static")
 METHODS = {

@@ -52,21 +52,26 @@ def additive_bias(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor
     return mask.to(like.dtype)
 
 
+def _attend(layer: nn.Module, hidden_states: torch.Tensor, bias: torch.Tensor) -> tuple[torch.Tensor, None]:
+    """The layer's projections around one fused attention call; the layer's own attention weights
+    are not returned (None), as with Hugging Face's SDPA path."""
+    out = multi_head_attention(
+        layer.q_proj(hidden_states),
+        layer.k_proj(hidden_states),
+        layer.v_proj(hidden_states),
+        bias,
+        layer.num_heads,
+        layer.scaling,
+    )
+    return layer.out_proj(out), None
+
+
 def _wav2vec2_forward(
     self: Wav2Vec2Attention, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, None]:
     if kwargs.get("key_value_states") is not None:
         raise ValueError("fused attention is self-attention only")
-    bias = additive_bias(attention_mask, hidden_states)
-    out = multi_head_attention(
-        self.q_proj(hidden_states),
-        self.k_proj(hidden_states),
-        self.v_proj(hidden_states),
-        bias,
-        self.num_heads,
-        self.scaling,
-    )
-    return self.out_proj(out), None
+    return _attend(self, hidden_states, additive_bias(attention_mask, hidden_states))
 
 
 def _wavlm_core(
@@ -82,15 +87,7 @@ def _wavlm_core(
     if attention_mask is not None:
         padded = attention_mask.ne(1)[:, None, None, :]
         bias = bias.masked_fill(padded, torch.finfo(bias.dtype).min)
-    out = multi_head_attention(
-        self.q_proj(hidden_states),
-        self.k_proj(hidden_states),
-        self.v_proj(hidden_states),
-        bias,
-        self.num_heads,
-        self.scaling,
-    )
-    return self.out_proj(out), None
+    return _attend(self, hidden_states, bias)
 
 
 @contextmanager
