@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.bundle import Bundle
 from ser.export import ExportOptions, Gate, Int8Options, export_bundle
 from ser.export.validate import validation_clip
 from ser.models import load_model
@@ -85,7 +84,7 @@ def bench_model(model: str, size: str, data: str, threads: int, runs: int, work:
         start = time.perf_counter()
         bundle = export_bundle(options, work / f"{model}-{mode}")
         export_s[mode] = round(time.perf_counter() - start, 1)
-        sizes[mode] = sum((bundle.path / name).stat().st_size for name in Bundle.load(bundle.path).manifest.files)
+        sizes[mode] = sum((bundle.path / name).stat().st_size for name in bundle.manifest.files)
         backend = OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, threads=threads)
         backend.activate()
         backends.append(backend)

@@ -22,7 +22,7 @@ from ser.export.calibration import AudioFolderReader
 from ser.export.gate import Gate, GateResult, Reference, score, search_fp32_fallback
 from ser.export.onnx import OPSET, export_onnx
 from ser.export.optimize import convert_fp16, optimize_graph, save_model
-from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity, quantizable_nodes
+from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
 from ser.export.validate import ExportToleranceError, ValidationReport, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
@@ -179,10 +179,10 @@ def _quantize(
     evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1)
     log.info("scoring FP32 PyTorch on %d evaluation clips from %s", len(evaluation), evaluation.folder)
     reference = Reference.compute(module, evaluation, labels)
-    quantizable = quantizable_nodes(onnx.load(str(float_path), load_external_data=False), int8.mode)
     with Progress(transient=True, disable=not show_progress) as progress:
         task = progress.add_task("calibrating", total=len(calibration) if calibration else 0)
         quantizer = Quantizer(float_path, int8, calibration, work, on_feed=lambda: progress.advance(task))
+        quantizable = quantizer.nodes
 
         def evaluate(path: Path) -> GateResult:
             with OnnxRuntimeBackend(path, inputs, device="cpu") as backend:

@@ -90,7 +90,8 @@ class Quantizer:
     def quantize(self, out: Path, exclude: Sequence[str] = ()) -> None:
         # Only nodes with a constant weight: a MatMul of two activations is a statistic (the masked
         # GroupNorm's mean and variance over time) and loses too much in 8 bits.
-        nodes = [name for name in self.nodes if name not in set(exclude)]
+        excluded = set(exclude)
+        nodes = [name for name in self.nodes if name not in excluded]
         if not nodes:  # ONNX Runtime reads an empty list as "quantize everything"
             save_model(onnx.load(str(self.float_path)), out)
             return
