@@ -15,7 +15,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# This exact pair installs from local disk on the project's machines (a CUDA build that runs on CPUs too).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[export,train,serve,dev]'
+	$(BIN)/python -m pip install -q -e '.[export,train,serve,bench,dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)

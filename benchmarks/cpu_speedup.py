@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ser.audio import synthetic_voice
 from ser.export import ExportOptions, Gate, Int8Options, export_bundle
-from ser.export.validate import validation_clip
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 
@@ -45,7 +45,7 @@ SETTLE_S = 0.05
 
 def feeds(batch: int) -> dict[str, np.ndarray]:
     n = int(CLIP_SECONDS * 16_000)
-    audio = np.stack([validation_clip(n, seed=row) for row in range(batch)])
+    audio = np.stack([synthetic_voice(n, seed=row) for row in range(batch)])
     return {"audio": audio, "lengths": np.full(batch, n, dtype=np.int64)}
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from ser.audio import synthetic_voice
 from ser.export.onnx import export_onnx
 from ser.export.optimize import FP16_KEEP_FP32_OPS, convert_fp16, optimize_graph
-from ser.export.validate import validation_clip
 from ser.models import load_model
 
 SECONDS = (1, 4, 30)
@@ -44,7 +44,7 @@ def measure(model: str, size: str, work: Path) -> dict:
     module = load_model(model, None, size, random_init=True).waveform()
     export_onnx(module, work / "raw.onnx", fuse_attention=True)
     optimize_graph(work / "raw.onnx", work / "fp32.onnx")
-    clips = [validation_clip(16_000 * s, seed=s) for s in SECONDS]
+    clips = [synthetic_voice(16_000 * s, seed=s) for s in SECONDS]
     reference = logits(work / "fp32.onnx", clips)
     variants = {
         "ser's policy (op types + length arithmetic)": (FP16_KEEP_FP32_OPS, True),

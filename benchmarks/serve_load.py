@@ -29,8 +29,7 @@ from pathlib import Path
 import httpx
 import soundfile as sf
 
-from ser.audio import SAMPLE_RATE
-from ser.export.validate import validation_clip
+from ser.audio import SAMPLE_RATE, synthetic_voice
 
 SCRIPTS = Path(sys.executable).parent
 
@@ -162,7 +161,7 @@ def main() -> None:
         sys.exit("serve_load: needs wrk, the HTTP load generator (Debian/Ubuntu: apt-get install wrk)")
     with tempfile.TemporaryDirectory() as workdir:
         clip = Path(workdir) / "clip.wav"
-        sf.write(clip, validation_clip(int(args.clip_seconds * SAMPLE_RATE), seed=0), SAMPLE_RATE)
+        sf.write(clip, synthetic_voice(int(args.clip_seconds * SAMPLE_RATE), seed=0), SAMPLE_RATE)
         runs = [run_setting(args.bundle, b, args, clip) for b in (args.max_batch or [16, 1])]
     report = {
         "bundle": str(args.bundle),

@@ -21,9 +21,9 @@ TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "resnet18")
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
     """`seconds` of the exporter's speech-like validation signal at `rate`."""
-    from ser.export.validate import validation_clip
+    from ser.audio import synthetic_voice
 
-    return validation_clip(int(seconds * rate), seed, rate)
+    return synthetic_voice(int(seconds * rate), seed, rate)
 
 
 @pytest.fixture(scope="session")

@@ -72,13 +72,13 @@ def test_fp16_bundle_answers_like_fp32(tmp_path, tiny_checkpoint, tiny_bundle):
 
 def test_fp16_handles_clips_longer_than_fp16_can_count(tmp_path, tiny_checkpoint):
     # 30 s is 480,000 samples, past FP16's 65,504: the length arithmetic must stay FP32.
-    from ser.export.validate import validation_clip
+    from ser.audio import synthetic_voice
     from ser.runtime import EmotionRecognizer
 
     options = ExportOptions("wav2vec2", checkpoint=str(tiny_checkpoint("wav2vec2")), fp16=True)
     bundle = export_bundle(options, tmp_path / "fp16")
     assert bundle.manifest.quantization["fp32_length_nodes"] > 0
-    clip = validation_clip(30 * 16_000, seed=1)
+    clip = synthetic_voice(30 * 16_000, seed=1)
     fp16 = EmotionRecognizer.load(bundle.path).predict(clip, 16_000)
     fp32 = EmotionRecognizer.load(export_bundle(ExportOptions(options.model, options.checkpoint), tmp_path / "a").path)
     expected = fp32.predict(clip, 16_000)

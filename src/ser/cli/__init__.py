@@ -4,6 +4,7 @@ import logging
 
 import click
 
+from ser.cli.bench import bench_command
 from ser.cli.data import data_command
 from ser.cli.demo import demo_command
 from ser.cli.eval import eval_command
@@ -37,3 +38,4 @@ main.add_command(export_command, "export")
 main.add_command(infer_command, "infer")
 main.add_command(serve_command, "serve")
 main.add_command(demo_command, "demo")
+main.add_command(bench_command, "bench")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser.audio import SAMPLE_RATE
+from ser.audio import synthetic_voice
 from ser.runtime.base import Backend
 from ser.runtime.recognizer import pad_batch
 
@@ -52,18 +52,6 @@ class ValidationReport:
         return {**asdict(self), "passed": self.passed}
 
 
-def validation_clip(length: int, seed: int, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A deterministic speech-like test signal: a gliding harmonic tone with vibrato, in noise."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(length) / rate
-    f0 = rng.uniform(90, 260) * (1 + 0.3 * t / max(t[-1], 1e-3)) * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    clip = 0.3 * envelope * voice + 0.02 * rng.standard_normal(length)
-    return clip.astype(np.float32)
-
-
 def reference_logits(module: nn.Module, clip: np.ndarray) -> np.ndarray:
     """The PyTorch model's logits for one unpadded clip, shape [labels]."""
     with torch.no_grad():
@@ -77,7 +65,7 @@ def validate(
     """Compare `backend` (active) on padded batches with `reference` clip by clip."""
     errors, agree = [], []
     for case_index, lengths in enumerate(cases):
-        clips = [validation_clip(n, seed=100 * case_index + row) for row, n in enumerate(lengths)]
+        clips = [synthetic_voice(n, seed=100 * case_index + row) for row, n in enumerate(lengths)]
         audio, lengths_array = pad_batch(clips)
         got = backend.infer({"audio": audio, "lengths": lengths_array})["logits"]
         expected = np.stack([reference_logits(reference, clip) for clip in clips])

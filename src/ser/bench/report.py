@@ -1,0 +1,182 @@
+"""Write a run's results folder: results.json (everything, raw samples included), results.csv (one row per
+configuration and case), report.md (the tables, with the plots embedded), and the terminal table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from ser.staging import write_atomic
+
+CSV_NAME, REPORT_NAME = "results.csv", "report.md"
+ROW_FIELDS = (
+    "model", "backend", "precision", "threads", "device", "batch", "seconds", "runs", "p50_ms", "p90_ms",
+    "p99_ms", "mean_ms", "std_ms", "clips_per_s", "audio_x", "speedup", "cold_start_s", "peak_rss_mib",
+    "gpu_mib", "bytes", "accuracy", "macro_f1", "top1_agreement", "max_abs_logit_error", "mean_abs_logit_error",
+    "error",
+)  # fmt: skip
+
+
+def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One flat row per configuration and case (a failed configuration with no case: one row, its error)."""
+    table = []
+    for record in results["configs"]:
+        common = {
+            "model": record["model_key"],
+            "backend": record["backend"],
+            "precision": record["precision"],
+            "threads": record["threads"],
+            "device": record["device"],
+            "cold_start_s": record.get("cold", {}).get("cold_start_s"),
+            "peak_rss_mib": record.get("memory", {}).get("peak_rss_mib"),
+            "gpu_mib": record.get("memory", {}).get("gpu_mib"),
+            "bytes": record.get("bytes"),
+            **{k: record.get("accuracy", {}).get(k) for k in ("accuracy", "macro_f1")},
+            **record.get("agreement", {}),
+            "error": record["error"],
+        }
+        cases = record["cases"] or [{}]
+        for case in cases:
+            table.append({field: {**common, **case}.get(field) for field in ROW_FIELDS})
+    return table
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    from ser.bench.plots import write_plots
+
+    write_atomic(out / "results.json", json.dumps(results, indent=1))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows(results))
+    write_atomic(out / CSV_NAME, buffer.getvalue())
+    plots = write_plots(results, out)
+    write_atomic(out / REPORT_NAME, markdown(results, plots))
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _table(header: list[str], body: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return lines + ["| " + " | ".join(row) + " |" for row in body]
+
+
+def machine_line(env: dict[str, Any]) -> str:
+    cpu = env["cpu"]
+    gpus = ", ".join(f"{g['name']} ({g.get('memory', '?')}, driver {g.get('driver', '?')})" for g in env["gpus"])
+    versions = ", ".join(f"{name} {version}" for name, version in env["versions"].items())
+    return (
+        f"{cpu['model']}, {cpu['cores']} cores ({' '.join(cpu['flags']) or 'no AVX2'}), {env['memory_gib']} GiB; "
+        f"{gpus or 'no GPU'}. {versions}."
+    )
+
+
+def clip_line(clips: list[dict[str, Any]]) -> str:
+    if clips and all(c["label"] is not None for c in clips):
+        return f"{len(clips)} labelled clips for accuracy and agreement"
+    return f"{len(clips)} synthetic clips for agreement (the suite has no labelled data)"
+
+
+def markdown(results: dict[str, Any], plots: list[Path]) -> str:
+    suite, env, timing = results["suite"], results["environment"], results["suite"]["timing"]
+    lines = [f"# Benchmark `{suite['name']}`", ""]
+    if suite["description"]:
+        lines += [suite["description"], ""]
+    lines += [
+        f"- **Machine**: {machine_line(env)}",
+        f"- **Run**: {results['started']}, {results['wall_s'] / 60:.1f} min; {clip_line(results['clips'])}.",
+        f"- **Method**: each configuration in its own process; {timing['warmup']} warm-up calls, then interleaved "
+        f"rounds until {timing['min_runs']} runs and {timing['seconds']:g} s per case (at most {timing['max_runs']}). "
+        "Speed-up and agreement are against PyTorch eager FP32 with the same threads, batch and clip length.",
+        "",
+        "## Latency and throughput",
+        "",
+        "*audio ×*: seconds of audio answered per second (inverse real-time factor).",
+        "",
+    ]
+    table = rows(results)
+    header = ["model", "backend", "precision", "threads", "batch", "clip s", "p50 ms", "p90 ms", "p99 ms",
+              "mean ± sd ms", "clips/s", "audio ×", "speed-up"]  # fmt: skip
+    body = [
+        [r["model"], r["backend"], r["precision"], str(r["threads"]), str(r["batch"]), f"{r['seconds']:g}",
+         _fmt(r["p50_ms"]), _fmt(r["p90_ms"]), _fmt(r["p99_ms"]), f"{r['mean_ms']:.1f} ± {r['std_ms']:.1f}",
+         _fmt(r["clips_per_s"]), _fmt(r["audio_x"]), f"{r['speedup']:.2f}x" if r["speedup"] else "–"]
+        for r in table
+        if r["batch"] is not None
+    ]  # fmt: skip
+    lines += [*_table(header, body), "", "## Accuracy, cold start, memory and size", ""]
+    lines += [
+        "Accuracy and macro-F1 against the labels; agreement and logit errors against PyTorch eager FP32 on the "
+        "same clips. Cold start: loading plus the first answer. GPU memory includes the CUDA context.",
+        "",
+    ]
+    header = ["model", "backend", "precision", "threads", "accuracy", "macro-F1", "agreement", "max Δlogit",
+              "mean Δlogit", "cold start s", "peak RSS MiB", "GPU MiB", "size MB"]  # fmt: skip
+    body = []
+    for record in results["configs"]:
+        acc, agree = record.get("accuracy", {}), record.get("agreement", {})
+        memory = record.get("memory", {})
+        body.append(
+            [record["model_key"], record["backend"], record["precision"], str(record["threads"]),
+             _fmt(acc.get("accuracy"), 3), _fmt(acc.get("macro_f1"), 3),
+             f"{100 * agree['top1_agreement']:.1f} %" if agree else "–",
+             _fmt(agree.get("max_abs_logit_error"), 4), _fmt(agree.get("mean_abs_logit_error"), 4),
+             _fmt(record.get("cold", {}).get("cold_start_s"), 2), _fmt(memory.get("peak_rss_mib"), 0),
+             _fmt(memory.get("gpu_mib"), 0), _fmt(record["bytes"] / 1e6 if record.get("bytes") else None)]
+        )  # fmt: skip
+    lines += _table(header, body)
+    scored = [r for r in results["configs"] if "accuracy" in r]
+    if scored:
+        labels = list(scored[0]["accuracy"]["f1"])
+        lines += ["", "### F1 per class", ""]
+        body = [
+            [r["model_key"], r["backend"], r["precision"]]
+            + [_fmt(r["accuracy"]["f1"].get(label), 2) for label in labels]
+            for r in scored
+        ]
+        lines += _table(["model", "backend", "precision", *labels], body)
+    failed = [r for r in results["configs"] if r["error"]]
+    if failed:
+        lines += ["", "## Failed configurations", ""]
+        lines += [f"- `{r['key']}`: {r['error']}" for r in failed]
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
+    return "\n".join(lines) + "\n"
+
+
+def print_table(results: dict[str, Any], console=None) -> None:
+    """The run's rows as a rich table in the terminal."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"ser-bench {results['suite']['name']}", show_lines=False)
+    for column in ("model", "backend", "precision", "t", "batch", "clip s", "p50 ms", "p99 ms", "audio ×",
+                   "speed-up", "agree", "acc"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("model", "backend", "precision") else "right")
+    for r in rows(results):
+        if r["error"] and r["batch"] is None:
+            table.add_row(r["model"], r["backend"], r["precision"], str(r["threads"]), "", "", "[red]failed[/red]")
+            continue
+        table.add_row(
+            r["model"], r["backend"], r["precision"], str(r["threads"]), str(r["batch"]), f"{r['seconds']:g}",
+            _fmt(r["p50_ms"]), _fmt(r["p99_ms"]), _fmt(r["audio_x"]),
+            f"{r['speedup']:.2f}x" if r["speedup"] else "–",
+            f"{100 * r['top1_agreement']:.0f} %" if r["top1_agreement"] is not None else "–",
+            _fmt(r["accuracy"], 3),
+        )  # fmt: skip
+    console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # a log file: do not squeeze the columns to 80
+    console.print(table)
+    for record in results["configs"]:
+        if record["error"]:
+            console.print(f"[red]{record['key']}[/red]: {record['error']}")

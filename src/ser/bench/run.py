@@ -1,0 +1,363 @@
+"""Run a suite: export what the matrix needs, start one worker process per configuration, time them in
+interleaved rounds, score them against labels and the PyTorch reference, and write the results folder.
+
+Method: every configuration of one model is started (cold start measured), scored on the same
+clips, then timed case by case (batch size × clip length): warm-up calls first, then rounds in
+which each configuration runs once, in rotating order, until every one has `min_runs` samples and
+the case's time budget is spent (or `max_runs`). Interleaving makes a burst of machine noise hit all
+configurations alike instead of one. Models run one after another, so only one model's workers
+hold memory at a time. A configuration that fails (a backend missing here, an export that misses its
+gate, a crash) is recorded with its error and the run goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import select
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ser.bench.environment import environment
+from ser.bench.measure import agreement, latency_summary, throughput
+from ser.bench.suite import Config, ModelEntry, Suite
+from ser.staging import StagedFolder
+from ser.training.metrics import classification_metrics
+
+log = logging.getLogger(__name__)
+
+RESULTS_JSON = "results.json"
+LOAD_TIMEOUT_S = 1800  # a torch.compile of a large model on a small CPU takes many minutes
+CALL_TIMEOUT_S = 900
+SYNTHETIC_CLIPS = 20  # agreement clips when a suite has no data
+
+
+class WorkerError(RuntimeError):
+    """A configuration's worker failed to start, answered with an error, or died."""
+
+
+class Worker:
+    """The parent's handle on one worker process (ser.bench.worker): JSON lines in, JSON lines out."""
+
+    def __init__(self, spec: dict[str, Any], log_path: Path):
+        self.log_path = log_path
+        env = os.environ | {name: str(spec["threads"]) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+        with open(log_path, "w") as stderr:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "ser.bench.worker"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=stderr,
+                text=True,
+                env=env,
+            )
+        self.ready = self._send(spec, LOAD_TIMEOUT_S)
+
+    def ask(self, message: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
+        return self._send(message, timeout_s)
+
+    def _send(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        try:
+            self.process.stdin.write(json.dumps(message) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            raise WorkerError(self._died()) from None
+        readable, _, _ = select.select([self.process.stdout], [], [], timeout_s)
+        if not readable:
+            self.close()
+            raise WorkerError(f"no answer to {message.get('cmd', 'start')!r} within {timeout_s:.0f} s")
+        line = self.process.stdout.readline()
+        if not line:
+            raise WorkerError(self._died())
+        reply = json.loads(line)
+        if "error" in reply:
+            raise WorkerError(reply["error"])
+        return reply
+
+    def _died(self) -> str:
+        code = self.process.wait(timeout=30)
+        tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+        return f"worker exited with code {code}: {' | '.join(tail) or 'no output'}"
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            try:
+                assert self.process.stdin is not None
+                self.process.stdin.write('{"cmd": "exit"}\n')
+                self.process.stdin.flush()
+                self.process.wait(timeout=30)
+            except (BrokenPipeError, subprocess.TimeoutExpired):
+                self.process.kill()
+                self.process.wait()
+
+
+def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
+    """The clips every configuration answers: a seeded sample of `data.clips` from the split's test part
+    (or the whole corpus), in a fixed order; without data, synthetic speech-like clips with no label
+    (agreement with the reference only)."""
+    if suite.data is None:
+        import soundfile as sf
+
+        from ser.audio import SAMPLE_RATE, synthetic_voice
+
+        (work / "clips").mkdir()
+        clips = []
+        for index in range(SYNTHETIC_CLIPS):
+            path = work / "clips" / f"synthetic_{index:02d}.wav"
+            sf.write(path, synthetic_voice(SAMPLE_RATE * (1 + index % 4), seed=1000 + index), SAMPLE_RATE)
+            clips.append({"path": str(path), "label": None})
+        return clips
+    from ser.training.data import Corpus, Split
+
+    data = suite.data
+    labelled = Split.load(data.split, data.path).test if data.split else Corpus.from_path(data.path).clips
+    labelled = sorted(labelled, key=lambda c: str(c.path))
+    if len(labelled) > data.clips:
+        keep = np.random.default_rng(0).choice(len(labelled), data.clips, replace=False)
+        labelled = [labelled[i] for i in sorted(keep)]
+    return [{"path": str(c.path), "label": c.label} for c in labelled]
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def export_for(suite: Suite, model: ModelEntry, precision: str, audio: Path, out: Path) -> dict[str, Any]:
+    """Export `model` at `precision` into `out` the way ser-export would, with `audio` for INT8 calibration
+    and its gate; the record says how it went."""
+    from ser.export import ExportOptions, Gate, Int8Options, export_bundle
+
+    random_init = model.checkpoint is None
+    settings = suite.export
+    gate = Gate() if settings.gate and not random_init else Gate(min_agreement=0.0, max_f1_drop=None)
+    start = time.perf_counter()
+    try:
+        options = ExportOptions(
+            model.model,
+            checkpoint=model.checkpoint,
+            size=model.size,
+            random_init=random_init,
+            optimize=settings.optimize,
+            fp16=precision == "fp16",
+            int8=Int8Options(precision.removeprefix("int8-")) if precision.startswith("int8") else None,
+            calibration_data=str(audio) if precision == "int8-static" else None,
+            eval_data=str(audio),
+            calibration_clips=settings.calibration_clips,
+            eval_clips=settings.eval_clips,
+            gate=gate,
+        )
+        bundle = export_bundle(options, out, overwrite=True)
+    except Exception as error:  # recorded; the configurations that need this graph are reported failed
+        return {"error": f"export failed: {type(error).__name__}: {error}"}
+    quantization = bundle.manifest.quantization
+    return {
+        "bundle": str(out),
+        "export_s": time.perf_counter() - start,
+        "max_abs_logit_error": bundle.manifest.validation.get("max_abs_logit_error"),
+        "fp32_nodes": len(quantization.get("fp32_nodes", [])) if precision.startswith("int8") else None,
+    }
+
+
+class SuiteRun:
+    """One run of a suite into a staging folder; `run()` returns the results that results.json holds."""
+
+    def __init__(self, suite: Suite, work: Path, progress=None):
+        self.suite = suite
+        self.work = work
+        self.progress = progress  # a rich Progress, or None
+        self.clips = eval_clips(suite, work)
+        self.task = None
+
+    def run(self) -> dict[str, Any]:
+        started = time.time()
+        configs = self.suite.configs()
+        if self.progress is not None:
+            total = len(configs) * (len(self.suite.cases()) + 1)
+            self.task = self.progress.add_task(self.suite.name, total=total)
+        records = []
+        for model in self.suite.models:
+            records += self._run_model(model, [c for c in configs if c.model == model])
+        score(records, self.clips)
+        return {
+            "suite": _suite_record(self.suite),
+            "environment": environment(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            "wall_s": time.time() - started,
+            "clips": self.clips,
+            "configs": records,
+        }
+
+    def _advance(self, description: str, steps: int = 1) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, advance=steps, description=description)
+
+    def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
+        exports: dict[str, dict[str, Any]] = {}
+        for precision in dict.fromkeys(c.precision for c in configs if c.needs_export):
+            self._advance(f"{model.key}: exporting {precision}", 0)
+            audio = self.suite.data.path if self.suite.data else self.work / "clips"
+            out = self.work / "bundles" / slug(f"{model.key}-{precision}")
+            exports[precision] = export_for(self.suite, model, precision, audio, out)
+        records = {c.key: _config_record(c) for c in configs}
+        workers: dict[str, Worker] = {}
+        logs = self.work / "logs"
+        logs.mkdir(exist_ok=True)
+        with ExitStack() as cleanup:
+            for config in configs:
+                record = records[config.key]
+                self._advance(f"{config.key}: starting", 0)
+                if config.needs_export:
+                    record["export"] = dict(exports[config.precision])
+                    if "error" in record["export"]:
+                        record["error"] = record["export"]["error"]
+                        self._advance(config.key, 1 + len(self.suite.cases()))
+                        continue
+                spec = {
+                    **asdict(config.model),
+                    "backend": config.backend,
+                    "precision": config.precision,
+                    "device": config.device,
+                    "threads": config.threads,
+                    "bundle": record.get("export", {}).get("bundle"),
+                    "cold_case": [min(self.suite.batch_sizes), min(self.suite.durations)],
+                }
+                try:
+                    worker = Worker(spec, logs / f"{slug(config.key)}.log")
+                    cleanup.callback(worker.close)
+                    ready = worker.ready
+                    record |= {
+                        "cold": {"load_s": ready["load_s"], "first_s": ready["first_s"]},
+                        "labels": ready["labels"],
+                        "bytes": ready["bytes"],
+                    }
+                    if self.clips:
+                        record["logits"] = worker.ask({"cmd": "logits", "clips": [c["path"] for c in self.clips]})[
+                            "logits"
+                        ]
+                    workers[config.key] = worker
+                except WorkerError as error:
+                    record["error"] = str(error)
+                    self._advance(config.key, len(self.suite.cases()))
+                self._advance(config.key)
+            for batch, seconds in self.suite.cases():
+                self._time_case(batch, seconds, workers, records)
+            for key, worker in workers.items():
+                try:
+                    records[key]["memory"] = worker.ask({"cmd": "memory"})
+                except WorkerError as error:
+                    records[key]["error"] = str(error)
+        return list(records.values())
+
+    def _time_case(self, batch: int, seconds: float, workers: dict[str, Worker], records: dict) -> None:
+        timing = self.suite.timing
+        case = {"cmd": "time", "batch": batch, "seconds": seconds}
+        samples: dict[str, list[float]] = {key: [] for key in workers}
+
+        def ask(key: str, message: dict[str, Any]) -> dict[str, Any] | None:
+            try:
+                return workers[key].ask(message)
+            except WorkerError as error:
+                records[key]["error"] = f"batch {batch}, {seconds:g} s: {error}"
+                workers.pop(key).close()
+                return None
+
+        for key in list(workers):
+            self._advance(f"batch {batch} × {seconds:g} s: warming up", 0)
+            ask(key, {**case, "cmd": "warmup", "runs": timing.warmup})
+        start, rounds = time.perf_counter(), 0
+        while workers and rounds < timing.max_runs:
+            if rounds >= timing.min_runs and time.perf_counter() - start >= timing.seconds:
+                break
+            keys = list(workers)
+            for key in keys[rounds % len(keys) :] + keys[: rounds % len(keys)]:
+                if key in workers and (reply := ask(key, case)) is not None:
+                    samples[key].append(reply["s"])
+            rounds += 1
+        for key, values in samples.items():
+            if values:
+                records[key]["cases"].append({"batch": batch, "seconds": seconds, "samples_s": values})
+        self._advance(f"batch {batch} × {seconds:g} s: {rounds} rounds", len(samples))
+
+
+def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> None:
+    """Fill in each record's latency summaries, speed-up over its reference, accuracy against the labels
+    and agreement with the reference (the PyTorch eager FP32 record of the same model and threads)."""
+    references = {(r["model_key"], r["threads"]): r for r in records if r["reference"]}
+    for record in records:
+        reference = references.get((record["model_key"], record["threads"]))
+        ref_cases = {(c["batch"], c["seconds"]): c for c in (reference or {}).get("cases", [])}
+        for case in record["cases"]:
+            case |= latency_summary(case["samples_s"])
+            case |= throughput(case["batch"], case["seconds"], case["mean_ms"])
+            ref = ref_cases.get((case["batch"], case["seconds"]))
+            ref_p50 = np.median(ref["samples_s"]) if ref else None
+            case["speedup"] = float(ref_p50 / np.median(case["samples_s"])) if ref_p50 else None
+        if record.get("cold"):
+            record["cold"]["cold_start_s"] = record["cold"]["load_s"] + record["cold"]["first_s"]
+        if "logits" not in record:
+            continue
+        labels = tuple(record["labels"])
+        logits = np.asarray(record["logits"])
+        if all(c["label"] is not None for c in clips):
+            truth = [labels.index(c["label"]) for c in clips]
+            metrics = classification_metrics(truth, logits.argmax(axis=1), labels)
+            record["accuracy"] = {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "f1": metrics.f1}
+        if reference is not None and "logits" in reference:
+            order = [list(reference["labels"]).index(label) for label in labels]
+            record["agreement"] = agreement(np.asarray(reference["logits"])[:, order], logits)
+
+
+def _config_record(config: Config) -> dict[str, Any]:
+    return {
+        "key": config.key,
+        "model_key": config.model.key,
+        **asdict(config.model),
+        "backend": config.backend,
+        "precision": config.precision,
+        "threads": config.threads,
+        "device": config.device,
+        "reference": config.is_reference,
+        "error": None,
+        "cases": [],
+    }
+
+
+def _suite_record(suite: Suite) -> dict[str, Any]:
+    record = asdict(suite)
+    record["path"] = str(suite.path)
+    if suite.data is not None:
+        record["data"] = {k: str(v) if isinstance(v, Path) else v for k, v in record["data"].items()}
+    return record
+
+
+def run_suite(suite: Suite, out: str | Path, overwrite: bool = False, progress=None) -> dict[str, Any]:
+    """Run `suite` and write results.json, results.csv, report.md and the plots into the folder `out`
+    (staged: an interrupted run leaves no half-written folder behind)."""
+    from ser.bench.report import write_outputs
+
+    with StagedFolder(out, overwrite=overwrite) as staged:
+        assert staged.dir is not None
+        results = SuiteRun(suite, staged.dir, progress).run()
+        results = _relative_bundles(results, staged.dir)
+        write_outputs(results, staged.dir)
+        staged.commit()
+    return results
+
+
+def _relative_bundles(results: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Bundle paths relative to the results folder, so they stay true after the staging rename."""
+    for record in results["configs"]:
+        export = record.get("export", {})
+        if "bundle" in export:
+            export["bundle"] = os.path.relpath(export["bundle"], root)
+    return results

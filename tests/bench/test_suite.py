@@ -1,0 +1,83 @@
+from pathlib import Path
+
+import pytest
+
+from ser.bench.suite import REFERENCE, SuiteError, load_suite, parse_suite
+
+SUITES = sorted(Path(__file__).parents[2].joinpath("benchmarks", "suites").glob("*.yaml"))
+MINIMAL = {"models": [{"model": "wavlm", "size": "tiny"}], "backends": ["onnxruntime-cpu"]}
+
+
+def parse(**changes):
+    return parse_suite({**MINIMAL, **changes}, Path("s.yaml"))
+
+
+@pytest.mark.parametrize("path", SUITES, ids=[p.stem for p in SUITES])
+def test_shipped_suites_parse(path):
+    suite = load_suite(path)
+    assert suite.name == path.stem
+    assert all(config.model.model in ("wav2vec2", "hubert", "wavlm", "resnet18") for config in suite.configs())
+
+
+def test_shipped_suites_are_the_three_the_issue_names():
+    assert {p.stem for p in SUITES} == {"cpu-quick", "cpu-full", "gpu"}
+
+
+def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run():
+    suite = parse(
+        backends=["pytorch-eager", "onnxruntime-cpu"],
+        precisions=["fp32", "int8-static"],
+        threads=[1, 2],
+        data={"path": "corpus"},
+    )
+    keys = [c.key for c in suite.configs()]
+    assert len(keys) == len(set(keys)) == 2 * 3  # per thread count: pytorch fp32, ort fp32, ort int8
+    assert not any("pytorch" in key and "int8" in key for key in keys)
+    only_ort = parse(precisions=["int8-dynamic"]).configs()
+    assert [(c.backend, c.precision) for c in only_ort] == [REFERENCE, ("onnxruntime-cpu", "int8-dynamic")]
+    assert only_ort[0].is_reference and not only_ort[1].is_reference
+    assert parse(batch_sizes=[1, 8], durations=[2, 4]).cases() == [(1, 2.0), (1, 4.0), (8, 2.0), (8, 4.0)]
+
+
+@pytest.mark.parametrize(
+    ("changes", "key", "reason"),
+    [
+        ({"backends": ["onnxruntime-gpu"]}, "backends[0]", "'onnxruntime-gpu' is not one of"),
+        ({"precisions": ["fp32", "int4"]}, "precisions[1]", "'int4' is not one of"),
+        ({"models": [{"model": "whisper", "size": "tiny"}]}, "models[0].model", "'whisper' is not one of"),
+        ({"models": [{"model": "wavlm", "size": "huge"}]}, "models[0].size", "'huge' is not one of"),
+        ({"models": [{"model": "wavlm"}]}, "models[0]", "needs size"),
+        ({"models": [{"model": "wavlm", "size": "tiny", "checkpoint": "x"}]}, "models[0]", "not both"),
+        ({"models": [{"model": "wavlm", "sise": "tiny"}]}, "models[0].sise", "unknown key"),
+        ({"batch_sizes": [1, 0]}, "batch_sizes[1]", "at least 1"),
+        ({"batch_sizes": [1.5]}, "batch_sizes[0]", "must be an integer"),
+        ({"durations": ["long"]}, "durations[0]", "must be a number"),
+        ({"threads": []}, "threads", "non-empty list"),
+        ({"timing": {"seconds": -1}}, "timing.seconds", "at least 1"),
+        ({"timing": {"min_runs": 9, "max_runs": 3}}, "timing.min_runs", "above timing.max_runs"),
+        ({"timing": {"rounds": 3}}, "timing.rounds", "unknown key"),
+        ({"export": {"gate": "yes"}}, "export.gate", "true or false"),
+        ({"precisions": ["int8-static"]}, "precisions", "needs calibration audio"),
+        ({"data": {"clips": 3}}, "data.path", "is required"),
+        ({"device": "tpu"}, "device", "'tpu' is not one of"),
+        ({"modles": []}, "modles", "unknown key"),
+    ],
+)
+def test_bad_suites_get_an_error_naming_the_file_and_the_key(changes, key, reason):
+    with pytest.raises(SuiteError) as error:
+        parse(**changes)
+    assert str(error.value).startswith(f"s.yaml: {key}")
+    assert reason in str(error.value)
+
+
+def test_missing_keys_bad_yaml_and_missing_files(tmp_path):
+    with pytest.raises(SuiteError, match=r"s\.yaml: backends: is required"):
+        parse_suite({"models": ["wavlm"]}, Path("s.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [wavlm\nbackends: x")
+    with pytest.raises(SuiteError, match=r"bad\.yaml: not valid YAML"):
+        load_suite(bad)
+    with pytest.raises(SuiteError, match="no such suite file"):
+        load_suite(tmp_path / "absent.yaml")
+    with pytest.raises(SuiteError, match="the top level: must be a mapping"):
+        parse_suite(["models"], Path("s.yaml"))
