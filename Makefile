@@ -20,6 +20,8 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/ser demo --out demo
+	# Then every backend against PyTorch on the models it just trained (report: demo/bench/report.md).
+	$(BIN)/ser-bench run benchmarks/suites/cpu-quick.yaml --out demo/bench --overwrite
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

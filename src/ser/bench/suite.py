@@ -156,7 +156,10 @@ def parse_suite(raw: Any, path: Path) -> Suite:
     timing = Timing(
         **{
             key: reader.number(
-                value, f"timing.{key}", float if key == "seconds" else int, minimum=0 if key == "warmup" else 1
+                value,
+                f"timing.{key}",
+                float if key == "seconds" else int,
+                minimum=0 if key in ("warmup", "seconds") else 1,
             )
             for key, value in timing_raw.items()
         }

@@ -1,0 +1,53 @@
+import csv
+import json
+
+from ser.bench.report import CSV_NAME, REPORT_NAME, ROW_FIELDS, print_table, rows, write_outputs
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_are_one_per_configuration_and_case_and_one_per_failed_configuration(make_results):
+    results = make_results()
+    table = rows(results)
+    assert len(table) == 3 * 4 + 2  # three configurations × four cases, and two failed CUDA ones
+    failed = [r for r in table if r["error"]]
+    assert len(failed) == 2 and all(r["batch"] is None and r["backend"] == "onnxruntime-cuda" for r in failed)
+    int8 = next(r for r in table if r["precision"] == "int8-dynamic" and (r["batch"], r["seconds"]) == (4, 4.0))
+    assert int8["audio_x"] == int8["clips_per_s"] * 4
+    assert int8["top1_agreement"] < 1 and int8["accuracy"] is not None and int8["cold_start_s"] == 0.6
+
+
+def test_writes_json_csv_markdown_and_the_plots(make_results, tmp_path):
+    results = make_results()
+    write_outputs(results, tmp_path)
+    assert json.loads((tmp_path / "results.json").read_text())["configs"][0]["cases"][0]["samples_s"]
+    with open(tmp_path / CSV_NAME) as f:
+        table = list(csv.DictReader(f))
+    assert tuple(table[0]) == ROW_FIELDS and len(table) == 14
+    report = (tmp_path / REPORT_NAME).read_text()
+    assert "| wavlm:tiny | onnxruntime-cpu | int8-dynamic | 2 | 4 | 4 |" in report
+    assert "## Failed configurations" in report and "no CUDAExecutionProvider" in report
+    assert "### F1 per class" in report and "40 labelled clips" in report
+    for name in ("latency_vs_batch.png", "latency_vs_duration.png", "pareto.png"):
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+        assert f"]({name})" in report
+
+
+def test_plots_need_the_data_they_show(make_results, tmp_path):
+    results = make_results()
+    results["suite"]["durations"] = [4]  # one clip length: no latency-against-duration plot
+    for record in results["configs"]:
+        record["cases"] = [c for c in record["cases"] if c["seconds"] == 4]
+        record.pop("agreement", None)  # no reference answers: no Pareto plot
+    write_outputs(results, tmp_path)
+    assert sorted(p.name for p in tmp_path.glob("*.png")) == ["latency_vs_batch.png"]
+
+
+def test_terminal_table_lists_rows_and_failures(make_results):
+    from rich.console import Console
+
+    console = Console(record=True, width=200)
+    print_table(make_results(), console)
+    text = console.export_text()
+    assert text.count("int8-dynamic") == 4 + 2 and "failed" in text  # four timed cases; the CUDA row and its error
+    assert "wavlm:tiny/onnxruntime-cuda/fp32/t2: BackendError: no CUDAExecutionProvider" in text

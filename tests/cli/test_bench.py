@@ -1,0 +1,91 @@
+"""A tiny suite end to end: real exports, real worker processes, the real report."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from ser.cli.bench import bench_command
+from ser.labels import LABELS
+from ser.runtime.onnxrt import available_devices
+
+
+@pytest.fixture
+def tiny_suite(tmp_path, write_clip, tiny_checkpoint):
+    for label in LABELS:
+        (tmp_path / "corpus" / label).mkdir(parents=True)
+        for i in range(2):
+            write_clip(f"corpus/{label}/{i}.wav", seconds=0.5 + 0.25 * i, seed=LABELS.index(label) * 2 + i)
+    suite = {
+        "name": "tiny",
+        "models": [
+            {"model": "wavlm", "checkpoint": str(tiny_checkpoint("wavlm"))},
+            {"model": "resnet18", "size": "tiny"},
+        ],
+        "backends": ["pytorch-eager", "onnxruntime-cpu", "onnxruntime-cuda"],
+        "precisions": ["fp32", "int8-dynamic"],
+        "batch_sizes": [1, 2],
+        "durations": [0.5, 1],
+        "threads": [1],
+        "data": {"path": str(tmp_path / "corpus")},
+        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1},
+        "export": {"eval_clips": 14, "gate": False},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return path
+
+
+def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_command, ["run", str(tiny_suite), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "10 configurations" in result.output  # 2 models × (reference + 2 ORT CPU + 2 ORT CUDA)
+    results = json.loads((out / "results.json").read_text())
+    assert results["environment"]["cpu"]["cores"] >= 1 and results["environment"]["versions"]["onnxruntime"]
+    records = {r["key"]: r for r in results["configs"]}
+    cuda = [r for r in records.values() if r["backend"] == "onnxruntime-cuda"]
+    if "cuda" not in available_devices():
+        assert all("no CUDAExecutionProvider" in r["error"] and not r["cases"] for r in cuda)
+    for record in records.values():
+        if record["backend"] == "onnxruntime-cuda":
+            continue
+        assert record["error"] is None, record["error"]
+        assert [(c["batch"], c["seconds"]) for c in record["cases"]] == [(1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
+        assert all(2 <= c["runs"] <= 3 and len(c["samples_s"]) == c["runs"] for c in record["cases"])
+        assert record["cold"]["cold_start_s"] > 0 and record["bytes"] > 0
+        # each backend in its own process: ONNX Runtime's never loads torch and holds far less memory
+        assert record["memory"]["torch_imported"] == record["backend"].startswith("pytorch")
+        labels = record["labels"]
+        predicted = np.argmax(record["logits"], axis=1)
+        truth = [labels.index(c["label"]) for c in results["clips"]]
+        assert record["accuracy"]["accuracy"] == pytest.approx(np.mean(predicted == truth))
+    for model in ("wavlm", "resnet18"):
+        reference = next(r for r in records.values() if r["model"] == model and r["reference"])
+        fp32 = next(r for r in records.values() if r["model"] == model and r["key"].endswith("cpu/fp32/t1"))
+        assert all(c["speedup"] == 1.0 for c in reference["cases"])
+        assert fp32["agreement"]["top1_agreement"] == 1.0 and fp32["agreement"]["max_abs_logit_error"] < 1e-3
+        assert fp32["memory"]["peak_rss_mib"] < reference["memory"]["peak_rss_mib"]
+        assert all(c["speedup"] > 0 for c in fp32["cases"])
+    with open(out / "results.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6 * 4 + 4
+    report = (out / "report.md").read_text()
+    assert "# Benchmark `tiny`" in report and "## Failed configurations" in report
+    assert (out / "pareto.png").exists() and (out / "bundles").is_dir()
+    assert not list(tmp_path.glob(".out.staging-*"))
+
+    again = CliRunner().invoke(bench_command, ["run", str(tiny_suite), "--out", str(out)])
+    assert again.exit_code == 2 and "already exists" in again.output
+    compared = CliRunner().invoke(bench_command, ["compare", str(out), str(out)])
+    assert compared.exit_code == 0 and "same" in compared.output and "slower" not in compared.output
+
+
+def test_a_bad_suite_is_refused_before_anything_runs(tmp_path):
+    suite = tmp_path / "bad.yaml"
+    suite.write_text("models: [{model: wavlm, size: tiny}]\nbackends: [onnxruntime-cpu]\nbatch_sizes: [0]\n")
+    result = CliRunner().invoke(bench_command, ["run", str(suite), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 2 and "batch_sizes[0]: must be at least 1" in result.output
+    assert not (tmp_path / "out").exists()
