@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ser.bench.measure import median_ratio
+from ser.bench.report import JSON_NAME
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Change:
 def load_results(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():
-        path = path / "results.json"
+        path = path / JSON_NAME
     try:
         results = json.loads(path.read_text())
     except FileNotFoundError:

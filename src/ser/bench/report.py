@@ -11,7 +11,7 @@ from typing import Any
 
 from ser.staging import write_atomic
 
-CSV_NAME, REPORT_NAME = "results.csv", "report.md"
+JSON_NAME, CSV_NAME, REPORT_NAME = "results.json", "results.csv", "report.md"
 ROW_FIELDS = (
     "model", "backend", "precision", "threads", "device", "batch", "seconds", "runs", "p50_ms", "p90_ms",
     "p99_ms", "mean_ms", "std_ms", "clips_per_s", "audio_x", "speedup", "cold_start_s", "peak_rss_mib",
@@ -47,7 +47,7 @@ def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     from ser.bench.plots import write_plots
 
-    write_atomic(out / "results.json", json.dumps(results, indent=1))
+    write_atomic(out / JSON_NAME, json.dumps(results, indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS)
     writer.writeheader()

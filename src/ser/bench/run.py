@@ -13,7 +13,6 @@ gate, a crash) is recorded with its error and the run goes on.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import select
@@ -33,9 +32,6 @@ from ser.bench.suite import Config, ModelEntry, Suite
 from ser.staging import StagedFolder
 from ser.training.metrics import classification_metrics
 
-log = logging.getLogger(__name__)
-
-RESULTS_JSON = "results.json"
 LOAD_TIMEOUT_S = 1800  # a torch.compile of a large model on a small CPU takes many minutes
 CALL_TIMEOUT_S = 900
 SYNTHETIC_CLIPS = 20  # agreement clips when a suite has no data
@@ -348,16 +344,20 @@ def run_suite(suite: Suite, out: str | Path, overwrite: bool = False, progress=N
     with StagedFolder(out, overwrite=overwrite) as staged:
         assert staged.dir is not None
         results = SuiteRun(suite, staged.dir, progress).run()
-        results = _relative_bundles(results, staged.dir)
+        results = _relative_paths(results, staged.dir)
         write_outputs(results, staged.dir)
         staged.commit()
     return results
 
 
-def _relative_bundles(results: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Bundle paths relative to the results folder, so they stay true after the staging rename."""
+def _relative_paths(results: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Paths inside the results folder (bundles, synthetic clips) made relative to it, so they stay true
+    after the staging folder is renamed into place."""
     for record in results["configs"]:
         export = record.get("export", {})
         if "bundle" in export:
             export["bundle"] = os.path.relpath(export["bundle"], root)
+    for clip in results["clips"]:
+        if Path(clip["path"]).is_relative_to(root):
+            clip["path"] = os.path.relpath(clip["path"], root)
     return results
