@@ -28,7 +28,7 @@ from ser.runtime.base import Backend
 SETTLE_S = 0.05
 
 
-def open_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
+def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     """The configuration's Backend (not yet active), its label order and its model's size in bytes."""
     if spec["backend"].startswith("pytorch"):
         import torch
@@ -48,13 +48,11 @@ def open_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
         )
         return backend, loaded.labels, size
     from ser.bundle import Bundle
-    from ser.runtime.onnxrt import OnnxRuntimeBackend
+    from ser.runtime.recognizer import open_backend
 
     bundle = Bundle.load(spec["bundle"])
     size = sum((bundle.path / name).stat().st_size for name in bundle.manifest.files)
-    backend = OnnxRuntimeBackend(
-        bundle.onnx_path, bundle.manifest.inputs, device=spec["device"], threads=spec["threads"]
-    )
+    backend = open_backend(bundle, "onnxruntime", device=spec["device"], threads=spec["threads"])
     return backend, bundle.manifest.labels, size
 
 
@@ -94,7 +92,7 @@ class Session:
 
     def __init__(self, spec: dict[str, Any]):
         start = time.perf_counter()
-        self.backend, self.labels, self.bytes = open_backend(spec)
+        self.backend, self.labels, self.bytes = load_backend(spec)
         self.backend.activate()
         self.load_s = time.perf_counter() - start
         batch, seconds = spec["cold_case"]
