@@ -56,6 +56,7 @@ class Manifest:
     validation: dict[str, Any]
     optimization: dict[str, Any] = field(default_factory=dict)  # fused operators, node counts
     quantization: dict[str, Any] = field(default_factory=dict)  # mode, calibration, gate, FP32 nodes, sizes
+    engines: tuple[dict[str, Any], ...] = ()  # TensorRT plans: file, GPU and TensorRT they were built for, profiles
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
     format_version: int = FORMAT_VERSION
 
@@ -82,6 +83,7 @@ class Manifest:
                 validation=dict(data["validation"]),
                 optimization=dict(data.get("optimization", {})),
                 quantization=dict(data.get("quantization", {})),
+                engines=tuple(dict(engine) for engine in data.get("engines", ())),
                 files=dict(data["files"]),
                 format_version=version,
             )

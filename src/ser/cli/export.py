@@ -48,9 +48,9 @@ SIZES = ("tiny", "base", "large")
 )
 @click.option(
     "--optimize/--no-optimize",
-    default=True,
-    show_default=True,
-    help="Fused attention (MultiHeadAttention), LayerNorm/GELU/bias fusions and constant folding.",
+    default=None,
+    help="Fused attention (MultiHeadAttention), LayerNorm/GELU/bias fusions and constant folding. Default: on, "
+    "off with --trt (TensorRT's parser does not take ONNX Runtime's fused operators).",
 )
 @click.option("--fp16", is_flag=True, help="FP16 weights and activations (for GPUs); reductions and norms stay FP32.")
 @click.option(
@@ -104,6 +104,21 @@ SIZES = ("tiny", "base", "large")
 @click.option("--triton-max-batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--triton-gpu", is_flag=True, help="GPU instances (ONNX Runtime CUDA) instead of CPU.")
 @click.option("--triton-tensorrt", is_flag=True, help="With --triton-gpu: ONNX Runtime's TensorRT accelerator, FP16.")
+@click.option(
+    "--trt",
+    is_flag=True,
+    help="Also compile the bundle's graph into a TensorRT engine for this machine's GPU (plan file in the bundle; "
+    "needs tensorrt and cuda-python). With --int8 static the QDQ graph is symmetric INT8.",
+)
+@click.option("--max-batch", type=click.IntRange(min=1), default=32, show_default=True, help="With --trt.")
+@click.option("--min-seconds", type=click.FloatRange(min=0, min_open=True), default=0.5, show_default=True,
+              help="With --trt: shortest clip the engine takes.")  # fmt: skip
+@click.option("--opt-seconds", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="With --trt: the clip length the engine is tuned for.")  # fmt: skip
+@click.option("--max-seconds", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="With --trt: longest clip the engine takes (longer audio: use windows).")  # fmt: skip
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None,
+              help="With --trt: TensorRT timing cache file, read before and updated after the build.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the bundle path.")
 def export_command(
     model: str,
@@ -114,7 +129,7 @@ def export_command(
     overwrite: bool,
     opset: int,
     tolerance: float | None,
-    optimize: bool,
+    optimize: bool | None,
     fp16: bool,
     int8: str | None,
     calibration_data: str | None,
@@ -129,6 +144,12 @@ def export_command(
     triton_max_batch: int,
     triton_gpu: bool,
     triton_tensorrt: bool,
+    trt: bool,
+    max_batch: int,
+    min_seconds: float,
+    opt_seconds: float,
+    max_seconds: float,
+    timing_cache: str | None,
     quiet: bool,
 ) -> None:
     """Export a speech-emotion model to a bundle folder: ONNX graph (audio, lengths → logits) plus a
@@ -136,6 +157,8 @@ def export_command(
     Fails, writing nothing, above the tolerance or below the INT8 accuracy gate."""
     from ser.cli import setup_logging
     from ser.export import ExportGateError, ExportOptions, ExportToleranceError, Gate, Int8Options, export_bundle
+    from ser.export.exporter import TensorRTOptions
+    from ser.export.tensorrt import TensorRTError
     from ser.export.triton import TritonOptions, write_triton_repository
     from ser.models import CheckpointError
     from ser.training.data import DataError
@@ -149,20 +172,23 @@ def export_command(
             random_init,
             opset,
             tolerance,
-            optimize=optimize,
+            optimize=not trt if optimize is None else optimize,
             fp16=fp16,
-            int8=Int8Options(int8, calibration_method) if int8 else None,
+            int8=Int8Options(int8, calibration_method, symmetric=trt) if int8 else None,
             calibration_data=calibration_data,
             eval_data=eval_data,
             calibration_clips=calibration_clips,
             eval_clips=eval_clips,
             gate=Gate(min_agreement, max_f1_drop, max_fp32_fraction),
+            trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
         )
         triton_options = TritonOptions(max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt)
         bundle = export_bundle(options, out or f"bundles/{model}", overwrite=overwrite, show_progress=not quiet)
         if triton:
             model_dir = write_triton_repository(bundle, triton, triton_options, overwrite=overwrite)
-    except (CheckpointError, ExportToleranceError, ExportGateError, DataError, ValueError, FileExistsError) as e:
+    except (
+        CheckpointError, ExportToleranceError, ExportGateError, DataError, TensorRTError, ValueError, FileExistsError,
+    ) as e:  # fmt: skip
         click.echo(f"ser-export: error: {e}", err=True)
         sys.exit(1)
     click.echo(str(bundle.path))

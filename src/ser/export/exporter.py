@@ -23,6 +23,16 @@ from ser.export.gate import Gate, GateResult, Reference, score, search_fp32_fall
 from ser.export.onnx import OPSET, export_onnx
 from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
+from ser.export.tensorrt import (
+    Profile,
+    TensorRTError,
+    build_engine,
+    current_target,
+    parser_problems,
+    plan_name,
+    plan_profiles,
+    tensorrt_ready,
+)
 from ser.export.validate import ExportToleranceError, ValidationReport, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
@@ -49,8 +59,18 @@ class ExportOptions:
     eval_clips: int = 200
     gate: Gate = field(default_factory=Gate)
     seed: int = 0
+    trt: TensorRTOptions | None = None  # also build a TensorRT engine into the bundle
 
     def __post_init__(self) -> None:
+        if self.trt is not None:
+            if self.optimize:
+                raise ValueError(
+                    "--trt needs the graph TensorRT's parser takes, without ONNX Runtime's fused operators: "
+                    "pass --no-optimize"
+                )
+            if self.int8 is not None and not (self.int8.mode == "static" and self.int8.symmetric):
+                raise ValueError("--trt takes INT8 only as static, symmetric QDQ (--int8 static): TensorRT has no "
+                                 "dynamic quantization and no zero points")  # fmt: skip
         if self.fp16 and self.int8 is not None:
             raise ValueError("choose one of --fp16 and --int8")
         if self.int8 is not None and self.int8.mode == "static" and self.calibration_data is None:
@@ -67,6 +87,19 @@ class ExportOptions:
         return "fp16" if self.fp16 else "fp32"
 
 
+@dataclass(frozen=True)
+class TensorRTOptions:
+    max_batch: int = 32
+    min_seconds: float = 0.5
+    opt_seconds: float = 4.0
+    max_seconds: float = 30.0
+    timing_cache: str | None = None  # a file kept between builds; None: none
+    hardware_compatible: bool = False  # one plan for every Ampere-or-newer GPU (slower)
+
+    def profiles(self) -> tuple[Profile, ...]:
+        return plan_profiles(self.max_batch, self.min_seconds, self.opt_seconds, self.max_seconds)
+
+
 def export_bundle(
     options: ExportOptions, out: str | Path, overwrite: bool = False, show_progress: bool = False
 ) -> Bundle:
@@ -75,6 +108,9 @@ def export_bundle(
     Raises ExportToleranceError or ExportGateError (and writes nothing) when the graph drifts past
     the tolerance or misses the accuracy gate.
     """
+    if options.trt is not None:
+        options.trt.profiles()  # a bad range fails now, not after the export
+        tensorrt_ready()
     loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
     module = loaded.waveform()
     inputs, outputs = graph_signature(len(loaded.labels))
@@ -104,6 +140,9 @@ def export_bundle(
             with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
                 report = validate(backend, module, tolerance=None)  # recorded; the gate decides
         save_model(onnx.load(str(final)), writer.dir / ONNX_NAME)
+        engines = ()
+        if options.trt is not None:
+            engines = (_build_engine(writer.dir, options.trt),)
         manifest = Manifest(
             model=ModelInfo(
                 name=options.model,
@@ -130,6 +169,7 @@ def export_bundle(
             validation=report.to_dict(),
             optimization=optimization,
             quantization=quantization,
+            engines=engines,
         )
         bundle = writer.commit(manifest)
     log.info(
@@ -140,6 +180,17 @@ def export_bundle(
         100 * report.top1_agreement,
     )
     return bundle
+
+
+def _build_engine(folder: Path, trt: TensorRTOptions) -> dict:
+    """The bundle's own (validated) graph compiled for this machine's GPU, strongly typed."""
+    problems = parser_problems(onnx.load(str(folder / ONNX_NAME), load_external_data=False))
+    if problems:
+        raise TensorRTError("TensorRT cannot parse this graph: " + "; ".join(problems))
+    plan = folder / plan_name(current_target())
+    log.info("building a TensorRT engine (%d optimisation profiles) into %s", len(trt.profiles()), plan.name)
+    cache = Path(trt.timing_cache) if trt.timing_cache else None
+    return build_engine(folder / ONNX_NAME, plan, trt.profiles(), cache, hardware_compatible=trt.hardware_compatible)
 
 
 def _validate(path: Path, inputs: tuple, module: torch.nn.Module, tolerance: float, model: str) -> ValidationReport:
@@ -198,6 +249,7 @@ def _quantize(
         "mode": int8.mode,
         "method": int8.method if int8.mode == "static" else None,
         "per_channel": int8.per_channel,
+        "symmetric": int8.symmetric,
         "op_types": list(OP_TYPES[int8.mode]),
         "calibration": None
         if calibration is None

@@ -46,6 +46,9 @@ class Int8Options:
     mode: str  # dynamic | static
     method: str = "minmax"  # static only: minmax | entropy | percentile
     per_channel: bool = True
+    # Symmetric signed INT8 activations (zero point 0), the only kind TensorRT's explicit quantization
+    # takes; ONNX Runtime's CPU kernels are fastest with asymmetric unsigned ones.
+    symmetric: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,10 +114,11 @@ class Quantizer:
             out,
             reader,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if self.options.symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[self.options.method],
             calibration_cache_path=self._cache,
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if self.options.symmetric else None,
             **common,
         )
 
