@@ -14,13 +14,14 @@ import itertools
 import math
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import onnx
 
 from ser.audio import SAMPLE_RATE
+from ser.runtime.tensorrt import GpuTarget, Profile, current_target, unavailable_reason
 from ser.staging import write_atomic
 
 # ONNX operators TensorRT's ONNX parser supports ("Y" rows of docs/operators.md in onnx/onnx-tensorrt at
@@ -86,24 +87,6 @@ def parser_problems(model: onnx.ModelProto) -> list[str]:
     return problems
 
 
-@dataclass(frozen=True)
-class Profile:
-    """One optimisation profile: the batch sizes and clip lengths (in samples) an engine is tuned for."""
-
-    batch: tuple[int, int, int]  # min, opt, max
-    samples: tuple[int, int, int]
-
-    def covers(self, batch: int, samples: int) -> bool:
-        return self.batch[0] <= batch <= self.batch[2] and self.samples[0] <= samples <= self.samples[2]
-
-    def shapes(self) -> dict[str, tuple[tuple[int, ...], ...]]:
-        """min/opt/max shapes of each graph input, as TensorRT's IOptimizationProfile.set_shape takes them."""
-        return {
-            "audio": tuple((b, s) for b, s in zip(self.batch, self.samples, strict=True)),
-            "lengths": tuple((b,) for b in self.batch),
-        }
-
-
 def plan_profiles(
     max_batch: int = 32, min_seconds: float = 0.5, opt_seconds: float = 4.0, max_seconds: float = 30.0
 ) -> tuple[Profile, ...]:
@@ -135,105 +118,11 @@ def plan_profiles(
     return tuple(Profile(batch, samples) for batch in batches for samples in bands)
 
 
-def select_profile(profiles: tuple[Profile, ...], batch: int, samples: int) -> int:
-    """Index of the narrowest profile that covers a [batch, samples] input."""
-    covering = [i for i, p in enumerate(profiles) if p.covers(batch, samples)]
-    if not covering:
-        widest = max(p.batch[2] for p in profiles), max(p.samples[2] for p in profiles) / SAMPLE_RATE
-        raise TensorRTError(
-            f"batch {batch} × {samples / SAMPLE_RATE:.2f} s is outside every optimisation profile of this engine "
-            f"(up to batch {widest[0]} and {widest[1]:g} s): rebuild with a larger --max-batch or --max-seconds, "
-            "or send shorter windows"
-        )
-    return min(
-        covering,
-        key=lambda i: (profiles[i].batch[2] - profiles[i].batch[0], profiles[i].samples[2] - profiles[i].samples[0]),
-    )
-
-
-@dataclass(frozen=True)
-class GpuTarget:
-    """What a plan is bound to: the GPU it was built on and the TensorRT that built it."""
-
-    name: str
-    compute_capability: str  # "9.0"
-    tensorrt: str  # "10.1.0"
-
-
-@dataclass(frozen=True)
-class Compatibility:
-    ok: bool
-    reason: str  # why not, or "" when ok
-    warning: str = ""  # runs, but not as tuned
-
-
-def plan_compatibility(engine: dict[str, Any], here: GpuTarget) -> Compatibility:
-    """Whether the plan `engine` (a manifest engine record) may run on `here`.
-
-    TensorRT's rules: a plan runs only with the TensorRT version that built it (a version-compatible
-    plan: the same major version, not older); only on the compute capability it was built for (a
-    hardware-compatible "ampere+" plan: any capability from 8.0 up). Another GPU model of the same
-    capability runs it, tuned for the other one.
-    """
-    built = engine["target"]
-    if engine.get("version_compatible"):
-        same_major = _version(here.tensorrt)[0] == _version(built["tensorrt"])[0]
-        if not same_major or _version(here.tensorrt) < _version(built["tensorrt"]):
-            return Compatibility(
-                False,
-                f"plan built with TensorRT {built['tensorrt']} (version-compatible) cannot run on TensorRT "
-                f"{here.tensorrt}: it needs the same major version, not older",
-            )
-    elif here.tensorrt != built["tensorrt"]:
-        return Compatibility(False, f"plan built with TensorRT {built['tensorrt']}, this machine has {here.tensorrt}")
-    if engine.get("hardware_compatibility") == "ampere+":
-        if _version(here.compute_capability) < (8, 0):
-            return Compatibility(
-                False,
-                f"plan needs an Ampere or newer GPU (compute capability 8.0 or more), {here.name} is "
-                f"{here.compute_capability}",
-            )
-    elif here.compute_capability != built["compute_capability"]:
-        return Compatibility(
-            False,
-            f"plan built for compute capability {built['compute_capability']} ({built['name']}), {here.name} is "
-            f"{here.compute_capability}",
-        )
-    warning = "" if here.name == built["name"] else f"plan was tuned on {built['name']}, running on {here.name}"
-    return Compatibility(True, "", warning)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
-
-
 def tensorrt_ready() -> None:
     """Raise TensorRTError saying what is missing unless TensorRT, cuda-python and a GPU are all here."""
-    try:
-        import tensorrt  # noqa: F401
-    except ImportError:
-        raise TensorRTError(
-            "TensorRT is not installed here: pip install tensorrt (Linux or Windows with an NVIDIA GPU)"
-        ) from None
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        raise TensorRTError("cuda-python is not installed here: pip install cuda-python") from None
-    error, count = cudart.cudaGetDeviceCount()
-    if error != cudart.cudaError_t.cudaSuccess or count == 0:
-        raise TensorRTError("no CUDA GPU is visible: TensorRT builds and runs engines on one")
-
-
-def current_target(device: int = 0) -> GpuTarget:
-    """This machine's GPU `device` and TensorRT version (needs tensorrt and cuda-python)."""
-    import tensorrt as trt
-    from cuda.bindings import runtime as cudart
-
-    error, props = cudart.cudaGetDeviceProperties(device)
-    if error != cudart.cudaError_t.cudaSuccess:
-        raise TensorRTError(f"CUDA device {device}: {cudart.cudaGetErrorString(error)[1].decode()}")
-    name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-    return GpuTarget(name.rstrip("\x00"), f"{props.major}.{props.minor}", trt.__version__)
+    reason = unavailable_reason()
+    if reason is not None:
+        raise TensorRTError(reason)
 
 
 def plan_name(target: GpuTarget) -> str:
