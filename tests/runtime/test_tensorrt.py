@@ -1,7 +1,7 @@
 """The native TensorRT backend: plan compatibility, engine choice and profile selection without a GPU,
 and the backend itself against ONNX Runtime where TensorRT and a GPU are present."""
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import pytest
@@ -84,3 +84,24 @@ def test_backend_matches_onnxruntime_across_profiles_and_threads(tmp_path, tiny_
             results = list(pool.map(lambda f: backend.infer(f)["logits"], feeds * 4))
         for got, want in zip(results, expected * 4, strict=True):
             assert np.abs(got - want).max() < 1e-3
+
+
+def test_auto_takes_tensorrt_only_where_it_runs_and_explicit_choices_are_kept(tiny_bundle):
+    from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
+    from ser.runtime.recognizer import open_backend
+
+    bundle = Bundle.load(tiny_bundle("wavlm"))
+    with_plan = Bundle(bundle.path, replace(bundle.manifest, engines=(engine(profiles=[]),)))
+    auto = open_backend(with_plan)
+    if unavailable_reason() is not None:  # no TensorRT here: ONNX Runtime, on CUDA where onnxruntime-gpu sees one
+        assert isinstance(auto, OnnxRuntimeBackend)
+        assert auto.device == ("cuda" if "cuda" in available_devices() else "cpu")
+    assert isinstance(open_backend(bundle, "tensorrt"), TensorRTBackend)
+    assert open_backend(bundle, "auto", "cpu").name == "onnxruntime-cpu"
+    provider = open_backend(bundle, "onnxruntime", "tensorrt")
+    assert provider.name == "onnxruntime-tensorrt"
+    if "tensorrt" not in available_devices():
+        with pytest.raises(BackendError, match="no TensorrtExecutionProvider"):
+            provider.activate()
+    with pytest.raises(BackendError, match="unknown device 'tpu'"):
+        open_backend(bundle, "auto", "tpu")

@@ -10,16 +10,28 @@ import click
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.bundle import BundleError
 from ser.runtime.base import BackendError
-from ser.runtime.recognizer import BACKENDS, EmotionRecognizer, Prediction
+from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Prediction
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file (label, scores, or error).")
-@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="Inference engine.")
 @click.option(
-    "--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True, help="cuda needs onnxruntime-gpu."
+    "--backend",
+    type=click.Choice(BACKENDS),
+    default="auto",
+    show_default=True,
+    help="auto: the bundle's TensorRT plan where it runs, else ONNX Runtime on --device; tensorrt: the plan "
+    "(ser-export --trt) or an error saying why not.",
+)
+@click.option(
+    "--device",
+    type=click.Choice(DEVICES),
+    default="auto",
+    show_default=True,
+    help="Where ONNX Runtime runs: auto (CUDA when onnxruntime-gpu sees a GPU, else the CPU), cpu, cuda, or "
+    "tensorrt (its TensorRT provider, engines cached beside the graph).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option(

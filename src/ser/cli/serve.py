@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from ser.runtime.recognizer import BACKENDS, DEVICES
+
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -19,7 +21,8 @@ import click
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Wait for company.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, each a model.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per worker's model.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="As ser-infer's.")
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="As ser-infer's.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=25.0, show_default=True)
 @click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="/v1/predict.")
 @click.option("--max-timeline-seconds", type=click.FloatRange(min=0.1), default=3600.0, show_default=True)
@@ -34,6 +37,7 @@ def serve_command(
     max_wait_ms: float,
     workers: int,
     threads: int | None,
+    backend: str,
     device: str,
     max_upload_mb: float,
     max_seconds: float,
@@ -65,6 +69,7 @@ def serve_command(
         max_seconds=max_seconds,
         max_timeline_seconds=max_timeline_seconds,
         timeout_s=timeout_s,
+        backend=backend,
         device=device,
         threads=threads,
     )

@@ -11,9 +11,11 @@ import numpy as np
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioInput, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
-from ser.runtime.onnxrt import OnnxRuntimeBackend
+from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
+from ser.runtime.tensorrt import TensorRTBackend, current_target, pick_engine, unavailable_reason
 
-BACKENDS = ("auto", "onnxruntime")
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime runs; tensorrt: its TensorRT provider
 
 
 @dataclass(frozen=True)
@@ -96,11 +98,33 @@ def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return audio, lengths
 
 
-def open_backend(bundle: Bundle, backend: str = "auto", device: str = "cpu", threads: int | None = None) -> Backend:
-    """The Backend that runs `bundle` (not yet activated)."""
+def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int | None = None) -> Backend:
+    """The Backend that runs `bundle` (not yet activated).
+
+    `auto` takes the fastest this machine offers: the bundle's TensorRT plan when TensorRT is installed
+    and the plan was built for this GPU and TensorRT version; else ONNX Runtime on CUDA when
+    onnxruntime-gpu sees a GPU; else ONNX Runtime on the CPU. A `device` other than auto pins ONNX Runtime
+    there.
+    """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if device not in DEVICES:
+        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
+    if backend == "tensorrt" or (backend == "auto" and device == "auto" and _native_tensorrt_runs(bundle)):
+        return TensorRTBackend(bundle)
+    if device == "auto":
+        device = "cuda" if "cuda" in available_devices() else "cpu"
     return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=threads)
+
+
+def _native_tensorrt_runs(bundle: Bundle) -> bool:
+    if not bundle.manifest.engines or unavailable_reason() is not None:
+        return False
+    try:
+        pick_engine(bundle.manifest.engines, current_target())
+    except BackendError:
+        return False
+    return True
 
 
 class EmotionRecognizer:
@@ -125,10 +149,11 @@ class EmotionRecognizer:
         cls,
         bundle: str | Path | Bundle,
         backend: str = "auto",
-        device: str = "cpu",
+        device: str = "auto",
         threads: int | None = None,
     ) -> EmotionRecognizer:
-        """Verify and open a bundle folder. `threads` caps the CPU threads (None: ONNX Runtime decides)."""
+        """Verify and open a bundle folder on the fastest backend here (see `open_backend`). `threads`
+        caps the CPU threads (None: ONNX Runtime decides)."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
         return cls(bundle, open_backend(bundle, backend, device, threads))

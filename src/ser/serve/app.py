@@ -45,7 +45,7 @@ class ServeSettings:
     max_timeline_seconds: float = 3600.0  # longest recording /v1/timeline takes
     timeout_s: float = 30.0  # a request (a timeline: each batch of its windows) waiting longer gets 504
     backend: str = "auto"
-    device: str = "cpu"
+    device: str = "auto"
     threads: int | None = None
 
     def to_env(self) -> str:
