@@ -39,6 +39,20 @@ def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run(
     assert parse(batch_sizes=[1, 8], durations=[2, 4]).cases() == [(1, 2.0), (1, 4.0), (8, 2.0), (8, 4.0)]
 
 
+def test_tensorrt_configurations_get_their_own_export():
+    suite = parse(
+        backends=["onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt"], precisions=["fp16", "int8-dynamic"]
+    )
+    keys = {(c.backend, c.precision): c.export_key for c in suite.configs() if c.needs_export}
+    assert keys == {
+        ("onnxruntime-cuda", "fp16"): ("fp16", False),
+        ("onnxruntime-cuda", "int8-dynamic"): ("int8-dynamic", False),
+        ("onnxruntime-tensorrt", "fp16"): ("fp16", False),  # the provider takes the ONNX Runtime bundle
+        ("tensorrt", "fp16"): ("fp16", True),  # TensorRT has no dynamic INT8: that pair is not run
+    }
+    assert {c.device for c in suite.configs() if c.backend != "pytorch-eager"} == {"cuda", "tensorrt"}
+
+
 @pytest.mark.parametrize(
     ("changes", "key", "reason"),
     [
@@ -57,7 +71,6 @@ def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run(
         ({"timing": {"min_runs": 9, "max_runs": 3}}, "timing.min_runs", "above timing.max_runs"),
         ({"timing": {"rounds": 3}}, "timing.rounds", "unknown key"),
         ({"export": {"gate": "yes"}}, "export.gate", "true or false"),
-        ({"precisions": ["int8-static"]}, "precisions", "needs calibration audio"),
         ({"data": {"clips": 3}}, "data.path", "is required"),
         ({"device": "tpu"}, "device", "'tpu' is not one of"),
         ({"modles": []}, "modles", "unknown key"),

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from ser.cli.bench import bench_command
 from ser.labels import LABELS
 from ser.runtime.onnxrt import available_devices
+from ser.runtime.tensorrt import unavailable_reason
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def tiny_suite(tmp_path, write_clip, tiny_checkpoint):
             {"model": "wavlm", "checkpoint": str(tiny_checkpoint("wavlm"))},
             {"model": "resnet18", "size": "tiny"},
         ],
-        "backends": ["pytorch-eager", "onnxruntime-cpu", "onnxruntime-cuda"],
+        "backends": ["pytorch-eager", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"],
         "precisions": ["fp32", "int8-dynamic"],
         "batch_sizes": [1, 2],
         "durations": [0.5, 1],
@@ -43,15 +44,19 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(bench_command, ["run", str(tiny_suite), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "10 configurations" in result.output  # 2 models × (reference + 2 ORT CPU + 2 ORT CUDA)
+    assert "12 configurations" in result.output  # 2 models × (reference + 2 ORT CPU + 2 ORT CUDA + TensorRT FP32)
     results = json.loads((out / "results.json").read_text())
     assert results["environment"]["cpu"]["cores"] >= 1 and results["environment"]["versions"]["onnxruntime"]
     records = {r["key"]: r for r in results["configs"]}
     cuda = [r for r in records.values() if r["backend"] == "onnxruntime-cuda"]
     if "cuda" not in available_devices():
-        assert all("no CUDAExecutionProvider" in r["error"] and not r["cases"] for r in cuda)
+        assert all(r["error"].endswith("has no CUDAExecutionProvider") and not r["cases"] for r in cuda)
+    tensorrt = [r for r in records.values() if r["backend"] == "tensorrt"]
+    if unavailable_reason() is not None:
+        assert all(r["error"].startswith("backend unavailable here: ") and not r["cases"] for r in tensorrt)
+        assert not list((out / "bundles").glob("*-trt"))  # nothing exported for it
     for record in records.values():
-        if record["backend"] == "onnxruntime-cuda":
+        if record["backend"] in ("onnxruntime-cuda", "tensorrt"):
             continue
         assert record["error"] is None, record["error"]
         assert [(c["batch"], c["seconds"]) for c in record["cases"]] == [(1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
@@ -71,7 +76,7 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
         assert fp32["memory"]["peak_rss_mib"] < reference["memory"]["peak_rss_mib"]
         assert all(c["speedup"] > 0 for c in fp32["cases"])
     with open(out / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6 * 4 + 4
+        assert len(list(csv.DictReader(f))) == 6 * 4 + 6
     report = (out / "report.md").read_text()
     assert "# Benchmark `tiny`" in report and "## Failed configurations" in report
     assert (out / "pareto.png").exists() and (out / "bundles").is_dir()

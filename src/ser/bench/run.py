@@ -128,10 +128,34 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
-def export_for(suite: Suite, model: ModelEntry, precision: str, audio: Path, out: Path) -> dict[str, Any]:
-    """Export `model` at `precision` into `out` the way ser-export would, with `audio` for INT8 calibration
+def unavailable(config: Config) -> str | None:
+    """Why `config`'s backend cannot run on this machine, found before anything is exported for it."""
+    if config.backend.startswith("pytorch"):
+        import torch
+
+        if config.device == "cuda" and not torch.cuda.is_available():
+            return "backend unavailable here: torch sees no CUDA device"
+        return None
+    if config.backend == "tensorrt":
+        from ser.runtime.tensorrt import unavailable_reason
+
+        reason = unavailable_reason()
+        return f"backend unavailable here: {reason}" if reason else None
+    from ser.runtime.onnxrt import PROVIDERS, available_devices
+
+    if config.device not in available_devices():
+        return f"backend unavailable here: this onnxruntime build has no {PROVIDERS[config.device]}"
+    return None
+
+
+def export_for(
+    suite: Suite, model: ModelEntry, precision: str, tensorrt: bool, audio: Path, out: Path
+) -> dict[str, Any]:
+    """Export `model` at `precision` into `out` the way ser-export would (with `tensorrt`, as `--trt`: the
+    plain graph and a plan covering the suite's batches and lengths), with `audio` for INT8 calibration
     and its gate; the record says how it went."""
     from ser.export import ExportOptions, Gate, Int8Options, export_bundle
+    from ser.export.exporter import TensorRTOptions
 
     random_init = model.checkpoint is None
     settings = suite.export
@@ -143,15 +167,19 @@ def export_for(suite: Suite, model: ModelEntry, precision: str, audio: Path, out
             checkpoint=model.checkpoint,
             size=model.size,
             random_init=random_init,
-            optimize=settings.optimize,
+            optimize=settings.optimize and not tensorrt,
             fp16=precision == "fp16",
-            int8=Int8Options(precision.removeprefix("int8-")) if precision.startswith("int8") else None,
+            int8=Int8Options(precision.removeprefix("int8-"), symmetric=tensorrt) if "int8" in precision else None,
             calibration_data=str(audio) if precision == "int8-static" else None,
             eval_data=str(audio),
             calibration_clips=settings.calibration_clips,
             eval_clips=settings.eval_clips,
             gate=gate,
-        )
+            trt=TensorRTOptions(
+                max_batch=max(suite.batch_sizes), min_seconds=min(0.5, *suite.durations),
+                max_seconds=max(30.0, *suite.durations),
+            ) if tensorrt else None,
+        )  # fmt: skip
         bundle = export_bundle(options, out, overwrite=True)
     except Exception as error:  # recorded; the configurations that need this graph are reported failed
         return {"error": f"export failed: {type(error).__name__}: {error}"}
@@ -198,12 +226,14 @@ class SuiteRun:
             self.progress.update(self.task, advance=steps, description=description)
 
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
-        exports: dict[str, dict[str, Any]] = {}
-        for precision in dict.fromkeys(c.precision for c in configs if c.needs_export):
-            self._advance(f"{model.key}: exporting {precision}", 0)
+        missing = {c.key: reason for c in configs if (reason := unavailable(c))}
+        exports: dict[tuple[str, bool], dict[str, Any]] = {}
+        needed = (c.export_key for c in configs if c.needs_export and c.key not in missing)
+        for precision, tensorrt in dict.fromkeys(needed):
+            self._advance(f"{model.key}: exporting {precision}{' with a TensorRT plan' if tensorrt else ''}", 0)
             audio = self.suite.data.path if self.suite.data else self.work / "clips"
-            out = self.work / "bundles" / slug(f"{model.key}-{precision}")
-            exports[precision] = export_for(self.suite, model, precision, audio, out)
+            out = self.work / "bundles" / slug(f"{model.key}-{precision}{'-trt' if tensorrt else ''}")
+            exports[precision, tensorrt] = export_for(self.suite, model, precision, tensorrt, audio, out)
         records = {c.key: _config_record(c) for c in configs}
         workers: dict[str, Worker] = {}
         logs = self.work / "logs"
@@ -212,8 +242,12 @@ class SuiteRun:
             for config in configs:
                 record = records[config.key]
                 self._advance(f"{config.key}: starting", 0)
+                if config.key in missing:
+                    record["error"] = missing[config.key]
+                    self._advance(config.key, 1 + len(self.suite.cases()))
+                    continue
                 if config.needs_export:
-                    record["export"] = dict(exports[config.precision])
+                    record["export"] = dict(exports[config.export_key])
                     if "error" in record["export"]:
                         record["error"] = record["export"]["error"]
                         self._advance(config.key, 1 + len(self.suite.cases()))

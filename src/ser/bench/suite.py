@@ -21,9 +21,11 @@ BACKENDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "pytorch-compile": (("fp32", "fp16"), None),
     "onnxruntime-cpu": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cpu"),
     "onnxruntime-cuda": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cuda"),
+    "onnxruntime-tensorrt": (("fp32", "fp16", "int8-static"), "tensorrt"),  # ONNX Runtime's TensorRT provider
+    "tensorrt": (("fp32", "fp16", "int8-static"), "cuda"),  # the bundle's own plan (ser-export --trt)
 }
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
-DEVICES = ("cpu", "cuda")
+DEVICES = ("cpu", "cuda")  # where the PyTorch backends run
 REFERENCE = ("pytorch-eager", "fp32")  # every row's speed-up and agreement are against this
 
 
@@ -85,7 +87,12 @@ class Config:
 
     @property
     def needs_export(self) -> bool:
-        return self.backend.startswith("onnxruntime")
+        return not self.backend.startswith("pytorch")
+
+    @property
+    def export_key(self) -> tuple[str, bool]:
+        """Configurations that can share one exported bundle: the same precision, and a TensorRT plan or not."""
+        return self.precision, self.backend == "tensorrt"
 
 
 @dataclass(frozen=True)
@@ -150,8 +157,6 @@ def parse_suite(raw: Any, path: Path) -> Suite:
             split=reader.path(d["split"], "data.split") if "split" in d else None,
             clips=reader.number(d.get("clips", 100), "data.clips", int, minimum=1),
         )
-    if "int8-static" in precisions and data is None:
-        raise SuiteError(f"{path}: precisions: int8-static needs calibration audio: add data.path")
     timing_raw = reader.mapping(top.get("timing", {}), "timing", optional=set(Timing.__dataclass_fields__))
     timing = Timing(
         **{

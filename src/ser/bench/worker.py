@@ -51,8 +51,12 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     from ser.runtime.recognizer import open_backend
 
     bundle = Bundle.load(spec["bundle"])
-    size = sum((bundle.path / name).stat().st_size for name in bundle.manifest.files)
-    backend = open_backend(bundle, "onnxruntime", device=spec["device"], threads=spec["threads"])
+    if spec["backend"] == "tensorrt":
+        backend = open_backend(bundle, "tensorrt")
+        size = sum((bundle.path / engine["file"]).stat().st_size for engine in bundle.manifest.engines)
+    else:
+        backend = open_backend(bundle, "onnxruntime", device=spec["device"], threads=spec["threads"])
+        size = bundle.onnx_path.stat().st_size
     return backend, bundle.manifest.labels, size
 
 

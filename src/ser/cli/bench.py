@@ -77,3 +77,7 @@ def compare_command(before: Path, after: Path, threshold: float, fail_on_regress
     if slower and fail_on_regression:
         click.echo(f"{len(slower)} case(s) slower beyond noise and the {threshold:.0%} threshold", err=True)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    bench_command()
