@@ -15,12 +15,13 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 
 need() {  # need PACKAGE CHECK: install PACKAGE unless the Python statement CHECK runs
     "$PY" -c "$2" 2>/dev/null && return 0
+    # Into a private folder first on the path, so nothing installed on the machine is replaced.
     if [ -n "${SER_WHEELS:-}" ]; then
         "$PY" -m pip install -q --no-index --find-links "$SER_WHEELS" --target "$WORK/site" "$1"
-        export PYTHONPATH="$WORK/site:$PYTHONPATH"
     else
-        "$PY" -m pip install -q "$1"
+        "$PY" -m pip install -q --target "$WORK/site" "$1"
     fi || echo "run.sh: could not install $1; what needs it will be reported as failed"
+    export PYTHONPATH="$WORK/site:$PYTHONPATH"
 }
 need soundfile "import soundfile"
 need soxr "import soxr"
