@@ -155,3 +155,4 @@ def test_engine_build_writes_a_plan_for_this_gpu(tmp_path, tiny_checkpoint):
     (record,) = bundle.manifest.engines
     assert (bundle.path / record["file"]).stat().st_size > 0 and record["file"] in bundle.manifest.files
     assert len(record["profiles"]) == 2 * 2 and (tmp_path / "timing.cache").stat().st_size > 0
+    assert record["validation"]["passed"] and record["validation"]["tolerance"] == 5e-2  # FP16

@@ -51,7 +51,7 @@ def test_pick_engine_takes_the_first_plan_that_runs_here_or_says_why_none_does()
 
 @pytest.mark.skipif(unavailable_reason() is None, reason="TensorRT is usable here: the refusal cannot be seen")
 def test_backend_without_tensorrt_refuses_to_activate_with_the_reason(tiny_bundle):
-    backend = TensorRTBackend(Bundle.load(tiny_bundle("wavlm")))
+    backend = TensorRTBackend.from_bundle(Bundle.load(tiny_bundle("wavlm")))
     with pytest.raises(BackendError, match=r"^tensorrt: (TensorRT is not installed|cuda-python|no CUDA GPU)"):
         backend.activate()
     assert not backend.is_active
@@ -76,7 +76,7 @@ def test_backend_matches_onnxruntime_across_profiles_and_threads(tmp_path, tiny_
     feeds = [{"audio": audio, "lengths": lengths} for audio, lengths in cases]
     with OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs) as reference:
         expected = [reference.infer(f)["logits"] for f in feeds]
-    with TensorRTBackend(bundle, cuda_graph=cuda_graph) as backend:
+    with TensorRTBackend.from_bundle(bundle, cuda_graph=cuda_graph) as backend:
         for _ in range(2):  # the second pass replays captured graphs
             for f, want in zip(feeds, expected, strict=True):
                 assert np.abs(backend.infer(f)["logits"] - want).max() < 1e-3

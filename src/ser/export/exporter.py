@@ -23,19 +23,11 @@ from ser.export.gate import Gate, GateResult, Reference, score, search_fp32_fall
 from ser.export.onnx import OPSET, export_onnx
 from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
-from ser.export.tensorrt import (
-    Profile,
-    TensorRTError,
-    build_engine,
-    current_target,
-    parser_problems,
-    plan_name,
-    plan_profiles,
-    tensorrt_ready,
-)
-from ser.export.validate import ExportToleranceError, ValidationReport, validate
+from ser.export.tensorrt import Profile, build_engine, plan_name, plan_profiles, tensorrt_ready
+from ser.export.validate import CASES, ExportToleranceError, ValidationReport, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
+from ser.runtime.tensorrt import TensorRTBackend, current_target
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +134,7 @@ def export_bundle(
         save_model(onnx.load(str(final)), writer.dir / ONNX_NAME)
         engines = ()
         if options.trt is not None:
-            engines = (_build_engine(writer.dir, options.trt),)
+            engines = (_build_engine(writer.dir, options.trt, inputs, module, report.tolerance, options.model),)
         manifest = Manifest(
             model=ModelInfo(
                 name=options.model,
@@ -182,15 +174,26 @@ def export_bundle(
     return bundle
 
 
-def _build_engine(folder: Path, trt: TensorRTOptions) -> dict:
-    """The bundle's own (validated) graph compiled for this machine's GPU, strongly typed."""
-    problems = parser_problems(onnx.load(str(folder / ONNX_NAME), load_external_data=False))
-    if problems:
-        raise TensorRTError("TensorRT cannot parse this graph: " + "; ".join(problems))
+def _build_engine(
+    folder: Path, trt: TensorRTOptions, inputs: tuple, module: torch.nn.Module, tolerance: float | None, model: str
+) -> dict:
+    """The bundle's own (validated) graph compiled for this machine's GPU, strongly typed, then validated
+    against PyTorch like the graph: within the graph's tolerance (INT8: recorded; the gate judged it)."""
+    profiles = trt.profiles()
     plan = folder / plan_name(current_target())
-    log.info("building a TensorRT engine (%d optimisation profiles) into %s", len(trt.profiles()), plan.name)
+    log.info("building a TensorRT engine (%d optimisation profiles) into %s", len(profiles), plan.name)
     cache = Path(trt.timing_cache) if trt.timing_cache else None
-    return build_engine(folder / ONNX_NAME, plan, trt.profiles(), cache, hardware_compatible=trt.hardware_compatible)
+    record = build_engine(folder / ONNX_NAME, plan, profiles, cache, hardware_compatible=trt.hardware_compatible)
+    cases = [case for case in CASES if any(p.covers(len(case), max(case)) for p in profiles)]
+    with TensorRTBackend(folder, (record,), inputs) as backend:
+        report = validate(backend, module, tolerance, cases)
+    if not report.passed:
+        plan.unlink()
+        raise ExportToleranceError(
+            f"{model}: TensorRT logits differ from PyTorch by {report.max_abs_logit_error:.3g} (tolerance "
+            f"{tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
+        )
+    return {**record, "validation": report.to_dict()}
 
 
 def _validate(path: Path, inputs: tuple, module: torch.nn.Module, tolerance: float, model: str) -> ValidationReport:

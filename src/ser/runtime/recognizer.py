@@ -111,7 +111,7 @@ def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", th
     if device not in DEVICES:
         raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
     if backend == "tensorrt" or (backend == "auto" and device == "auto" and _native_tensorrt_runs(bundle)):
-        return TensorRTBackend(bundle)
+        return TensorRTBackend.from_bundle(bundle)
     if device == "auto":
         device = "cuda" if "cuda" in available_devices() else "cpu"
     return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=threads)

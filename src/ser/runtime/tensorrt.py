@@ -14,12 +14,13 @@ import logging
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ser.audio import SAMPLE_RATE
-from ser.bundle import Bundle
+from ser.bundle import Bundle, TensorSpec
 from ser.runtime.base import Backend, BackendError
 
 log = logging.getLogger(__name__)
@@ -203,10 +204,20 @@ class _ThreadState:
 
 
 class TensorRTBackend(Backend):
-    def __init__(self, bundle: Bundle, device: int = 0, cuda_graph: bool = False):
-        super().__init__(bundle.manifest.inputs)
+    """Runs the first of `engines` (manifest engine records, plans in `folder`) that fits this machine."""
+
+    def __init__(
+        self,
+        folder: Path,
+        engines: tuple[dict[str, Any], ...],
+        input_spec: tuple[TensorSpec, ...],
+        device: int = 0,
+        cuda_graph: bool = False,
+    ):
+        super().__init__(input_spec)
         self.name = "tensorrt"
-        self.bundle = bundle
+        self.folder = Path(folder)
+        self.engines = engines
         self.device = device
         self.cuda_graph = cuda_graph
         self._engine = None
@@ -216,6 +227,10 @@ class TensorRTBackend(Backend):
         self._states: list[_ThreadState] = []
         self._lock = threading.Lock()
 
+    @classmethod
+    def from_bundle(cls, bundle: Bundle, device: int = 0, cuda_graph: bool = False) -> TensorRTBackend:
+        return cls(bundle.path, bundle.manifest.engines, bundle.manifest.inputs, device, cuda_graph)
+
     def _activate(self) -> None:
         reason = unavailable_reason()
         if reason is not None:
@@ -224,12 +239,12 @@ class TensorRTBackend(Backend):
         from cuda.bindings import runtime as cudart
 
         _cuda(cudart.cudaSetDevice(self.device), f"selecting CUDA device {self.device}")
-        engine, compatibility = pick_engine(self.bundle.manifest.engines, current_target(self.device))
+        engine, compatibility = pick_engine(self.engines, current_target(self.device))
         if compatibility.warning:
             log.warning("tensorrt: %s", compatibility.warning)
         self._profiles = tuple(Profile(tuple(p["batch"]), tuple(p["samples"])) for p in engine["profiles"])
         self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = self._runtime.deserialize_cuda_engine((self.bundle.path / engine["file"]).read_bytes())
+        self._engine = self._runtime.deserialize_cuda_engine((self.folder / engine["file"]).read_bytes())
         if self._engine is None:
             raise BackendError(f"tensorrt: could not deserialize {engine['file']} (see TensorRT's log above)")
         self._dtypes = {
