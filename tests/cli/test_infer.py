@@ -35,3 +35,18 @@ def test_unusable_bundle_exits_2(tmp_path, write_clip):
     result = _run(tmp_path, write_clip("a.wav"))
     assert result.returncode == 2
     assert "no manifest.json" in result.stderr
+
+
+def test_a_backend_that_cannot_run_here_exits_2_saying_why(tiny_bundle, write_clip):
+    from ser.runtime.onnxrt import available_devices
+    from ser.runtime.tensorrt import unavailable_reason
+
+    clip = write_clip("a.wav")
+    if unavailable_reason() is not None:
+        result = _run(tiny_bundle("wavlm"), clip, "--backend", "tensorrt")
+        assert result.returncode == 2 and f"tensorrt: {unavailable_reason()}" in result.stderr
+    if "tensorrt" not in available_devices():
+        result = _run(tiny_bundle("wavlm"), clip, "--device", "tensorrt")
+        assert result.returncode == 2 and "no TensorrtExecutionProvider" in result.stderr
+    auto = _run(tiny_bundle("wavlm"), clip)  # auto finds something that runs
+    assert auto.returncode == 0, auto.stderr
