@@ -97,8 +97,9 @@ def export_bundle(
 ) -> Bundle:
     """Load, export to ONNX, optimise, convert/quantize, validate, and write the bundle folder at `out`.
 
-    Raises ExportToleranceError or ExportGateError (and writes nothing) when the graph drifts past
-    the tolerance or misses the accuracy gate.
+    Raises ExportToleranceError or ExportGateError (and writes nothing) when the graph (or its TensorRT
+    engine) drifts past the tolerance or misses the accuracy gate, TensorRTError when `--trt` cannot be
+    done here.
     """
     if options.trt is not None:
         options.trt.profiles()  # a bad range fails now, not after the export
@@ -188,7 +189,6 @@ def _build_engine(
     with TensorRTBackend(folder, (record,), inputs) as backend:
         report = validate(backend, module, tolerance, cases)
     if not report.passed:
-        plan.unlink()
         raise ExportToleranceError(
             f"{model}: TensorRT logits differ from PyTorch by {report.max_abs_logit_error:.3g} (tolerance "
             f"{tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
