@@ -1,8 +1,8 @@
 """ONNX Runtime backend: a bundle's graph on the CPU or, with onnxruntime-gpu, the CUDA provider or
 the TensorRT provider (which compiles what TensorRT takes and leaves the rest to CUDA).
 
-On a GPU, inputs and outputs go through an IOBinding: the output buffer is bound once per shape
-and the host copies happen in one place, instead of `run()` allocating per call."""
+On a GPU, a call goes through an IOBinding: inputs are bound from host memory, the outputs are
+left on the device for ONNX Runtime to allocate there, and copied back once after the run."""
 
 from __future__ import annotations
 
