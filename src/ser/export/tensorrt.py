@@ -5,7 +5,8 @@ A plan is compiled for one GPU architecture and one TensorRT version; running it
 worse, runs slowly. So the manifest records both, and `plan_compatibility` decides before any plan
 is deserialized. The network is built *strongly typed*: each tensor keeps the type the ONNX graph
 gives it, so an FP16 or INT8 (QDQ) engine computes in exactly the precision that was validated
-against PyTorch, and no deprecated precision flags or implicit INT8 calibrators are involved.
+against PyTorch, and no precision flags or implicit INT8 calibrators are involved (weak typing was
+deprecated in TensorRT 10.12 and is gone in 11, where the strongly-typed flag is accepted and implied).
 """
 
 from __future__ import annotations
