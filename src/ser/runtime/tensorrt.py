@@ -268,7 +268,9 @@ class TensorRTBackend(Backend):
         batch, samples = feeds["audio"].shape
         profile = select_profile(self._profiles, batch, samples)
         if state.profile != profile:
-            context.set_optimization_profile_async(profile, int(stream))
+            # Contexts of one engine share profiles (TensorRT 8.6's PROFILE_SHARING, on by default since 10.0).
+            if not context.set_optimization_profile_async(profile, int(stream)):
+                raise BackendError(f"tensorrt: could not select optimisation profile {profile} (see TensorRT's log)")
             state.profile = profile
         to_device = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         host = {name: np.ascontiguousarray(feeds[name], dtype=self._dtypes[name]) for name in ("audio", "lengths")}
