@@ -268,7 +268,8 @@ class TensorRTBackend(Backend):
         batch, samples = feeds["audio"].shape
         profile = select_profile(self._profiles, batch, samples)
         if state.profile != profile:
-            # Contexts of one engine share profiles (TensorRT 8.6's PROFILE_SHARING, on by default since 10.0).
+            # Several contexts on one profile need TensorRT's profile sharing (8.6's PROFILE_SHARING_0806 preview
+            # feature); unverified here, so a refusal is reported rather than ignored.
             if not context.set_optimization_profile_async(profile, int(stream)):
                 raise BackendError(f"tensorrt: could not select optimisation profile {profile} (see TensorRT's log)")
             state.profile = profile
