@@ -23,11 +23,11 @@ from ser.export.gate import Gate, GateResult, Reference, score, search_fp32_fall
 from ser.export.onnx import OPSET, export_onnx
 from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
-from ser.export.tensorrt import Profile, build_engine, plan_name, plan_profiles, tensorrt_ready
+from ser.export.tensorrt import Profile, build_engine, plan_profiles, tensorrt_ready
 from ser.export.validate import CASES, ExportToleranceError, ValidationReport, validate
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
-from ser.runtime.tensorrt import TensorRTBackend, current_target
+from ser.runtime.tensorrt import TensorRTBackend
 
 log = logging.getLogger(__name__)
 
@@ -181,10 +181,9 @@ def _build_engine(
     """The bundle's own (validated) graph compiled for this machine's GPU, strongly typed, then validated
     against PyTorch like the graph: within the graph's tolerance (INT8: recorded; the gate judged it)."""
     profiles = trt.profiles()
-    plan = folder / plan_name(current_target())
-    log.info("building a TensorRT engine (%d optimisation profiles) into %s", len(profiles), plan.name)
+    log.info("building a TensorRT engine (%d optimisation profiles)", len(profiles))
     cache = Path(trt.timing_cache) if trt.timing_cache else None
-    record = build_engine(folder / ONNX_NAME, plan, profiles, cache, hardware_compatible=trt.hardware_compatible)
+    record = build_engine(folder / ONNX_NAME, folder, profiles, cache, hardware_compatible=trt.hardware_compatible)
     cases = [case for case in CASES if any(p.covers(len(case), max(case)) for p in profiles)]
     with TensorRTBackend(folder, (record,), inputs) as backend:
         report = validate(backend, module, tolerance, cases)

@@ -133,13 +133,14 @@ def plan_name(target: GpuTarget) -> str:
 
 def build_engine(
     onnx_path: Path,
-    plan_path: Path,
+    folder: Path,
     profiles: tuple[Profile, ...],
     timing_cache: Path | None = None,
     workspace_gib: float = 8.0,
     hardware_compatible: bool = False,
 ) -> dict[str, Any]:
-    """Build a strongly typed engine from `onnx_path` into `plan_path`; returns its manifest record.
+    """Build a strongly typed engine from `onnx_path` into `folder` (named for this GPU and TensorRT by
+    `plan_name`); returns its manifest record.
 
     The timing cache (kernel timings per layer and shape) is read before and written back after, so
     rebuilding for another bundle on the same GPU skips most of the autotuning.
@@ -151,6 +152,7 @@ def build_engine(
     import tensorrt as trt
 
     target = current_target()
+    plan_path = folder / plan_name(target)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))
