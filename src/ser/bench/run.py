@@ -56,12 +56,10 @@ class Worker:
                 text=True,
                 env=env,
             )
-        self.ready = self._send(spec, LOAD_TIMEOUT_S)
+        self.ready = self.ask(spec, LOAD_TIMEOUT_S)
 
     def ask(self, message: dict[str, Any], timeout_s: float = CALL_TIMEOUT_S) -> dict[str, Any]:
-        return self._send(message, timeout_s)
-
-    def _send(self, message: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+        """Send one message (the first is the configuration), wait for its reply."""
         assert self.process.stdin is not None and self.process.stdout is not None
         try:
             self.process.stdin.write(json.dumps(message) + "\n")

@@ -223,6 +223,7 @@ class TensorRTBackend(Backend):
         self._engine = None
         self._runtime = None
         self._profiles: tuple[Profile, ...] = ()
+        self._dtypes: dict[str, np.dtype] = {}  # I/O tensor name → the engine's type for it
         self._local = threading.local()
         self._states: list[_ThreadState] = []
         self._lock = threading.Lock()
