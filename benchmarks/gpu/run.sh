@@ -31,15 +31,23 @@ need matplotlib "import matplotlib"
 # A CPU-only onnxruntime may be there already: the GPU build goes first on the path.
 need onnxruntime-gpu "import onnxruntime as o; assert 'CUDAExecutionProvider' in o.get_available_providers()"
 
+# onnxruntime-gpu may sit in another folder than the nvidia-* CUDA and cuDNN wheels (torch's): put their
+# libraries on the loader's path, or its CUDA provider cannot load and ser reports it unavailable.
+nvidia_libs=$("$PY" -c "
+import importlib.util, pathlib
+spec = importlib.util.find_spec('nvidia')
+print(':'.join(sorted(str(p) for loc in (spec.submodule_search_locations if spec else []) for p in pathlib.Path(loc).glob('*/lib'))))
+" 2>/dev/null)
+[ -n "$nvidia_libs" ] && export LD_LIBRARY_PATH="$nvidia_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv,noheader || echo "run.sh: no nvidia-smi"
 "$PY" - <<'PY'
 import onnxruntime as ort
-try:
-    ort.preload_dlls()
-except AttributeError:
-    pass
-print("onnxruntime", ort.__version__, ort.get_available_providers())
+from ser.runtime.onnxrt import device_problem
 from ser.runtime.tensorrt import unavailable_reason
+print("onnxruntime", ort.__version__, ort.get_available_providers())
+for device in ("cuda", "tensorrt"):
+    print(f"onnxruntime {device}:", device_problem(device) or "ready")
 print("tensorrt:", unavailable_reason() or "ready")
 PY
 

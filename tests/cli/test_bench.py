@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ser.cli.bench import bench_command
 from ser.labels import LABELS
-from ser.runtime.onnxrt import available_devices
+from ser.runtime.onnxrt import device_problem
 from ser.runtime.tensorrt import unavailable_reason
 
 
@@ -49,8 +49,8 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
     assert results["environment"]["cpu"]["cores"] >= 1 and results["environment"]["versions"]["onnxruntime"]
     records = {r["key"]: r for r in results["configs"]}
     cuda = [r for r in records.values() if r["backend"] == "onnxruntime-cuda"]
-    if "cuda" not in available_devices():
-        assert all(r["error"].endswith("has no CUDAExecutionProvider") and not r["cases"] for r in cuda)
+    if (problem := device_problem("cuda")) is not None:
+        assert all(r["error"] == f"backend unavailable here: {problem}" and not r["cases"] for r in cuda)
     tensorrt = [r for r in records.values() if r["backend"] == "tensorrt"]
     if unavailable_reason() is not None:
         assert all(r["error"].startswith("backend unavailable here: ") and not r["cases"] for r in tensorrt)

@@ -44,6 +44,21 @@ def test_weight_norm_is_a_plain_initializer_in_the_graph(tiny_bundle):
     assert "ReduceL2" not in ops  # no per-call weight-norm recomputation
 
 
+@pytest.mark.parametrize("name", TINY_MODELS)
+def test_graph_records_no_types_for_weights(tmp_path, name):
+    """Initializers carry their own types; a value_info entry for one goes stale when ONNX Runtime's
+    dynamic quantizer before 1.32 transposes a Gemm weight, and its shape inference then fails."""
+    from ser.export.onnx import export_onnx
+    from ser.models import load_model
+
+    path = tmp_path / "raw.onnx"
+    export_onnx(load_model(name, None, "tiny", random_init=True).waveform(), path)
+    graph = onnx.load(str(path)).graph
+    weights = {initializer.name for initializer in graph.initializer}
+    assert weights and graph.value_info
+    assert not [info.name for info in graph.value_info if info.name in weights]
+
+
 def test_checkpoint_labels_reach_the_manifest(tmp_path):
     from ser.models import get_spec
 

@@ -84,3 +84,24 @@ def test_fp16_handles_clips_longer_than_fp16_can_count(tmp_path, tiny_checkpoint
     expected = fp32.predict(clip, 16_000)
     assert all(np.isfinite(v) for v in fp16.scores.values())
     assert max(abs(fp16.scores[k] - expected.scores[k]) for k in expected.scores) < 1e-2
+
+
+def test_a_cast_written_once_per_consumer_is_kept_once(tmp_path, tiny_bundle):
+    """ONNX Runtime's FP16 converter before 1.32 (what onnxruntime-gpu ships) repeats such Casts under one
+    name, and no session loads that graph."""
+    import onnxruntime as ort
+
+    from ser.export.optimize import _drop_repeats
+
+    model = onnx.load(Bundle.load(tiny_bundle("wavlm")).onnx_path)
+    cast = onnx.helper.make_node("Cast", ["audio"], ["audio_fp64"], to=onnx.TensorProto.DOUBLE, name="audio_cast")
+    model.graph.node.extend([cast, cast])
+    model.graph.output.append(onnx.helper.make_tensor_value_info("audio_fp64", onnx.TensorProto.DOUBLE, None))
+    with pytest.raises(Exception, match="same node name"):
+        ort.InferenceSession(model.SerializeToString())
+    _drop_repeats(model)
+    assert [n.name for n in model.graph.node].count("audio_cast") == 1
+    audio = np.full((1, 16_000), 0.25, np.float32)
+    feeds = {"audio": audio, "lengths": np.array([16_000], np.int64)}
+    logits, audio_fp64 = ort.InferenceSession(model.SerializeToString()).run(["logits", "audio_fp64"], feeds)
+    assert logits.shape == (1, 7) and audio_fp64.dtype == np.float64 and np.all(audio_fp64 == 0.25)

@@ -5,7 +5,7 @@ import pytest
 
 from ser.bundle import Bundle
 from ser.runtime.base import BackendError
-from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
+from ser.runtime.onnxrt import PROVIDERS, OnnxRuntimeBackend, available_devices, device_problem
 from ser.runtime.recognizer import pad_batch
 from tests.conftest import speech_like
 
@@ -88,3 +88,29 @@ def test_unknown_device_is_refused(tiny_bundle):
     bundle = Bundle.load(tiny_bundle("wav2vec2"))
     with pytest.raises(BackendError, match="unknown device 'tpu'"):
         OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device="tpu")
+
+
+def test_a_device_is_available_only_where_its_provider_runs():
+    import onnxruntime as ort
+
+    assert device_problem("cpu") is None
+    for device in ("cuda", "tensorrt"):
+        problem = device_problem(device)
+        assert (problem is None) == (device in available_devices())
+        if PROVIDERS[device] not in ort.get_available_providers():
+            assert problem == f"this onnxruntime build has no {PROVIDERS[device]} (install onnxruntime-gpu)"
+
+
+def test_a_session_that_did_not_get_its_provider_is_refused(tiny_bundle, monkeypatch):
+    """onnxruntime-gpu lists CUDA wherever it is installed, and a session whose provider cannot start
+    runs on the CPU: that must not pass for a CUDA session."""
+    from ser.runtime import onnxrt
+
+    if "cuda" in available_devices():
+        pytest.skip("the CUDA provider really runs here")
+    monkeypatch.setattr(onnxrt, "device_problem", lambda device: None)  # as if its library had loaded
+    bundle = Bundle.load(tiny_bundle("wavlm"))
+    backend = OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device="cuda")
+    with pytest.raises(BackendError, match="could not start its CUDAExecutionProvider and would run on CPUExecution"):
+        backend.activate()
+    assert not backend.is_active

@@ -139,11 +139,10 @@ def unavailable(config: Config) -> str | None:
 
         reason = unavailable_reason()
         return f"backend unavailable here: {reason}" if reason else None
-    from ser.runtime.onnxrt import PROVIDERS, available_devices
+    from ser.runtime.onnxrt import device_problem
 
-    if config.device not in available_devices():
-        return f"backend unavailable here: this onnxruntime build has no {PROVIDERS[config.device]}"
-    return None
+    problem = device_problem(config.device)
+    return f"backend unavailable here: {problem}" if problem else None
 
 
 def export_for(

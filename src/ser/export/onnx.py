@@ -115,5 +115,18 @@ def export_onnx(module: nn.Module, path: Path, opset: int = OPSET, fuse_attentio
         )
     assert program is not None
     program.save(str(path), external_data=weight_bytes > EXTERNAL_DATA_BYTES)
+    _drop_weight_types(path)
     onnx.checker.check_model(str(path))
     return fused
+
+
+def _drop_weight_types(path: Path) -> None:
+    """Remove the exporter's value_info entries for weights: the initializers carry their own type, and
+    ONNX Runtime's dynamic quantizer before 1.32 transposes Gemm weights without updating such an
+    entry, then fails its own shape inference."""
+    model = onnx.load(str(path), load_external_data=False)  # external weights stay where they are
+    weights = {initializer.name for initializer in model.graph.initializer}
+    kept = [info for info in model.graph.value_info if info.name not in weights]
+    del model.graph.value_info[:]
+    model.graph.value_info.extend(kept)
+    onnx.save_model(model, str(path))

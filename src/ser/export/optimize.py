@@ -146,8 +146,27 @@ def convert_fp16(
         node_block_list=lengths,
         disable_shape_infer=True,  # it would re-type the FP32 edges dropped above
     )
+    _drop_repeats(converted)
     save_model(converted, dst)
     return {"fp32_op_types": list(keep_fp32_ops), "fp32_length_nodes": len(lengths), "fp32_nodes": len(blocked)}
+
+
+def _drop_repeats(model: onnx.ModelProto) -> None:
+    """Keep one of each identical node and value_info.
+
+    ONNX Runtime's converter before 1.32 (the newest onnxruntime-gpu is 1.31) writes the Cast in front of
+    a blocked node once per blocked consumer, all under one name, which no session loads.
+    """
+    for field in (model.graph.node, model.graph.value_info):
+        seen: set[bytes] = set()
+        unique = []
+        for item in field:
+            key = item.SerializeToString()
+            if key not in seen:
+                seen.add(key)
+                unique.append(item)
+        del field[:]
+        field.extend(unique)
 
 
 def _drop_fp32_edge_types(model: onnx.ModelProto, blocked: set[str]) -> None:

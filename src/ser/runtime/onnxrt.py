@@ -2,10 +2,21 @@
 the TensorRT provider (which compiles what TensorRT takes and leaves the rest to CUDA).
 
 On a GPU, a call goes through an IOBinding: inputs are bound from host memory, the outputs are
-left on the device for ONNX Runtime to allocate there, and copied back once after the run."""
+left on the device for ONNX Runtime to allocate there, and copied back once after the run.
+
+onnxruntime-gpu lists its CUDA and TensorRT providers wherever it is installed, and a session whose
+provider cannot start (a CUDA, cuDNN or TensorRT library missing, no GPU) quietly runs on the CPU
+instead. So a device counts as available only when its provider's library loads and the driver sees a
+GPU, and a session that did not get the provider it asked for is refused: CPU figures are never
+reported as GPU ones."""
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import io
+import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -18,10 +29,47 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "te
 
 
 def available_devices() -> list[str]:
-    """The devices this machine's onnxruntime build can run on."""
+    """The devices ONNX Runtime can really run on here."""
+    return [device for device in PROVIDERS if device_problem(device) is None]
+
+
+@functools.cache
+def device_problem(device: str) -> str | None:
+    """Why ONNX Runtime cannot run on `device` here, or None when it can."""
     import onnxruntime as ort
 
-    return [device for device, provider in PROVIDERS.items() if provider in ort.get_available_providers()]
+    provider = PROVIDERS[device]
+    if provider not in ort.get_available_providers():
+        return f"this onnxruntime build has no {provider} (install onnxruntime-gpu)"
+    if device == "cpu":
+        return None
+    if hasattr(ort, "preload_dlls"):  # CUDA and cuDNN from the nvidia-* wheels, for processes without torch
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints each library it misses; the load below says why
+            ort.preload_dlls()
+    capi = Path(ort.__file__).parent / "capi"
+    for name in ("cuda", "tensorrt") if device == "tensorrt" else ("cuda",):
+        library = capi / (
+            f"onnxruntime_providers_{name}.dll" if os.name == "nt" else f"libonnxruntime_providers_{name}.so"
+        )
+        if library.exists():
+            try:
+                ctypes.CDLL(str(library))
+            except OSError as error:
+                return f"{provider} cannot load: {error}"
+    return _no_gpu()
+
+
+def _no_gpu() -> str | None:
+    """Why the CUDA driver offers no GPU, or None when it offers one."""
+    try:
+        driver = ctypes.CDLL("nvcuda.dll" if os.name == "nt" else "libcuda.so.1")
+    except OSError as error:
+        return f"no NVIDIA driver here ({error})"
+    count = ctypes.c_int(0)
+    code = driver.cuInit(0) or driver.cuDeviceGetCount(ctypes.byref(count))
+    if code:
+        return f"the NVIDIA driver offers no usable GPU (CUDA error {code})"
+    return None if count.value else "the NVIDIA driver sees no GPU"
 
 
 class OnnxRuntimeBackend(Backend):
@@ -48,19 +96,23 @@ class OnnxRuntimeBackend(Backend):
     def _activate(self) -> None:
         import onnxruntime as ort
 
-        if self.device not in available_devices():
-            raise BackendError(
-                f"{self.name}: this onnxruntime build has no {PROVIDERS[self.device]} "
-                f"(available: {ort.get_available_providers()}); install onnxruntime-gpu (and TensorRT's libraries for "
-                "its TensorRT provider)"
-            )
+        problem = device_problem(self.device)
+        if problem is not None:
+            raise BackendError(f"{self.name}: {problem}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=self._providers())
-        self._output_names = [o.name for o in self._session.get_outputs()]
+        session = ort.InferenceSession(str(self.onnx_path), sess_options=options, providers=self._providers())
+        if session.get_providers()[0] != PROVIDERS[self.device]:
+            raise BackendError(
+                f"{self.name}: ONNX Runtime could not start its {PROVIDERS[self.device]} and would run on "
+                f"{session.get_providers()[0]} instead; its log above says why"
+            )
+        session.disable_fallback()  # a provider failing mid-run raises rather than moving to the CPU
+        self._session = session
+        self._output_names = [o.name for o in session.get_outputs()]
 
     def _providers(self) -> list:
         if self.device == "cpu":

@@ -125,7 +125,7 @@ def unavailable_reason() -> str | None:
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:
-        return "cuda-python is not installed here: pip install cuda-python"
+        return "cuda-python 12.6.2 or newer is not installed here: pip install 'cuda-python>=12.6.2'"
     error, count = cudart.cudaGetDeviceCount()
     if error != cudart.cudaError_t.cudaSuccess or count == 0:
         return "no CUDA GPU is visible: TensorRT builds and runs engines on one"
