@@ -79,3 +79,22 @@ def test_random_init_is_recorded(tmp_path):
     bundle = export_bundle(ExportOptions("resnet18", size="tiny", random_init=True), tmp_path / "b")
     manifest = json.loads((bundle.path / "manifest.json").read_text())
     assert manifest["source"] == {"kind": "random-init", "seed": 0, "normalize": False}
+
+
+def test_precisions_exported_from_one_traced_graph_match_their_own_exports(tmp_path, tiny_checkpoint):
+    from dataclasses import replace
+
+    from ser.export.exporter import FloatGraphs
+
+    graphs = FloatGraphs(tmp_path / "graphs")
+    fp32 = ExportOptions("wavlm", checkpoint=str(tiny_checkpoint("wavlm")))
+    fp16 = replace(fp32, fp16=True)
+    export_bundle(fp32, tmp_path / "fp32", graph=graphs.get(fp32))
+    shared = export_bundle(fp16, tmp_path / "fp16", graph=graphs.get(fp16))
+    assert len(list((tmp_path / "graphs").iterdir())) == 1, "traced once for both precisions"
+    alone = export_bundle(fp16, tmp_path / "fp16-alone")
+    assert onnx.load(shared.onnx_path).graph == onnx.load(alone.onnx_path).graph
+    assert shared.manifest.validation == alone.manifest.validation
+    with pytest.raises(ValueError, match="float graph was made for"):
+        export_bundle(replace(fp32, optimize=False), tmp_path / "plain", graph=graphs.get(fp32))
+    assert not (tmp_path / "plain").exists()

@@ -18,11 +18,12 @@ import re
 import select
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -31,6 +32,9 @@ from ser.bench.measure import agreement, latency_summary, throughput
 from ser.bench.suite import Config, ModelEntry, Suite
 from ser.staging import StagedFolder
 from ser.training.metrics import classification_metrics
+
+if TYPE_CHECKING:
+    from ser.export.exporter import FloatGraphs
 
 LOAD_TIMEOUT_S = 1800  # a torch.compile of a large model on a small CPU takes many minutes
 CALL_TIMEOUT_S = 900
@@ -146,11 +150,12 @@ def unavailable(config: Config) -> str | None:
 
 
 def export_for(
-    suite: Suite, model: ModelEntry, precision: str, tensorrt: bool, audio: Path, out: Path
+    suite: Suite, model: ModelEntry, precision: str, tensorrt: bool, audio: Path, out: Path, graphs: FloatGraphs
 ) -> dict[str, Any]:
     """Export `model` at `precision` into `out` the way ser-export would (with `tensorrt`, as `--trt`: the
     plain graph and a plan covering the suite's batches and lengths), with `audio` for INT8 calibration
-    and its gate; the record says how it went."""
+    and its gate, from the float graph `graphs` holds for it (traced on first use); the record says how
+    it went."""
     from ser.export import ExportOptions, Gate, Int8Options, export_bundle
     from ser.export.exporter import TensorRTOptions
 
@@ -177,7 +182,7 @@ def export_for(
                 max_seconds=max(30.0, *suite.durations),
             ) if tensorrt else None,
         )  # fmt: skip
-        bundle = export_bundle(options, out, overwrite=True)
+        bundle = export_bundle(options, out, overwrite=True, graph=graphs.get(options))
     except Exception as error:  # recorded; the configurations that need this graph are reported failed
         return {"error": f"export failed: {type(error).__name__}: {error}"}
     quantization = bundle.manifest.quantization
@@ -223,14 +228,18 @@ class SuiteRun:
             self.progress.update(self.task, advance=steps, description=description)
 
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
+        from ser.export.exporter import FloatGraphs  # torch, like everything that exports
+
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
         exports: dict[tuple[str, bool], dict[str, Any]] = {}
         needed = (c.export_key for c in configs if c.needs_export and c.key not in missing)
-        for precision, tensorrt in dict.fromkeys(needed):
-            self._advance(f"{model.key}: exporting {precision}{' with a TensorRT plan' if tensorrt else ''}", 0)
-            audio = self.suite.data.path if self.suite.data else self.work / "clips"
-            out = self.work / "bundles" / slug(f"{model.key}-{precision}{'-trt' if tensorrt else ''}")
-            exports[precision, tensorrt] = export_for(self.suite, model, precision, tensorrt, audio, out)
+        with tempfile.TemporaryDirectory(prefix="ser-bench-graphs-") as graphs:
+            shared = FloatGraphs(Path(graphs))  # each precision starts from the same traced graph
+            for precision, tensorrt in dict.fromkeys(needed):
+                self._advance(f"{model.key}: exporting {precision}{' with a TensorRT plan' if tensorrt else ''}", 0)
+                audio = self.suite.data.path if self.suite.data else self.work / "clips"
+                out = self.work / "bundles" / slug(f"{model.key}-{precision}{'-trt' if tensorrt else ''}")
+                exports[precision, tensorrt] = export_for(self.suite, model, precision, tensorrt, audio, out, shared)
         records = {c.key: _config_record(c) for c in configs}
         workers: dict[str, Worker] = {}
         logs = self.work / "logs"

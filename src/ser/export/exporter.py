@@ -25,7 +25,7 @@ from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
 from ser.export.tensorrt import Profile, build_engine, plan_profiles, tensorrt_ready
 from ser.export.validate import CASES, ExportToleranceError, ValidationReport, validate
-from ser.models import load_model
+from ser.models import LoadedModel, load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 from ser.runtime.tensorrt import TensorRTBackend
 
@@ -73,6 +73,11 @@ class ExportOptions:
             )
 
     @property
+    def graph_source(self) -> tuple:
+        """What the FP32 graph depends on: exports that agree here can share one FloatGraph."""
+        return (self.model, self.checkpoint, self.size, self.random_init, self.opset, self.optimize, self.tolerance)
+
+    @property
     def precision(self) -> str:
         if self.int8 is not None:
             return f"int8-{self.int8.mode}"
@@ -92,10 +97,62 @@ class TensorRTOptions:
         return plan_profiles(self.max_batch, self.min_seconds, self.opt_seconds, self.max_seconds)
 
 
+@dataclass
+class FloatGraph:
+    """A model loaded, traced to ONNX, optimised and validated in FP32: where every precision of its
+    bundle starts. Tracing is most of an export's time, so exports of several precisions share one."""
+
+    source: tuple  # ExportOptions.graph_source it was made for
+    loaded: LoadedModel
+    module: torch.nn.Module
+    path: Path
+    optimization: dict
+    report: ValidationReport
+
+    @classmethod
+    def export(cls, options: ExportOptions, work: Path) -> FloatGraph:
+        """Trace, optimise and validate `options`' model into `work` (which must outlive the graph)."""
+        loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
+        module = loaded.waveform()
+        inputs, _ = graph_signature(len(loaded.labels))
+        work.mkdir(parents=True, exist_ok=True)
+        path = work / "exported.onnx"
+        log.info("exporting %s (%s) to ONNX opset %d", options.model, loaded.size, options.opset)
+        attention_layers = export_onnx(module, path, options.opset, fuse_attention=options.optimize)
+        optimization: dict = {}
+        if options.optimize:
+            optimized = work / "optimized.onnx"
+            optimization = {"attention_layers": attention_layers, **optimize_graph(path, optimized).to_dict()}
+            path = optimized
+        log.info("validating the FP32 graph against PyTorch with ONNX Runtime")
+        tolerance = loaded.spec.fp32_tolerance if options.tolerance is None else options.tolerance
+        report = _validate(path, inputs, module, tolerance, options.model)
+        return cls(options.graph_source, loaded, module, path, optimization, report)
+
+
+class FloatGraphs:
+    """Float graphs made on first use, one per distinct source, in a folder the caller owns."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self._graphs: dict[tuple, FloatGraph] = {}
+
+    def get(self, options: ExportOptions) -> FloatGraph:
+        if options.graph_source not in self._graphs:
+            folder = self.work / f"graph-{len(self._graphs)}"
+            self._graphs[options.graph_source] = FloatGraph.export(options, folder)
+        return self._graphs[options.graph_source]
+
+
 def export_bundle(
-    options: ExportOptions, out: str | Path, overwrite: bool = False, show_progress: bool = False
+    options: ExportOptions,
+    out: str | Path,
+    overwrite: bool = False,
+    show_progress: bool = False,
+    graph: FloatGraph | None = None,
 ) -> Bundle:
-    """Load, export to ONNX, optimise, convert/quantize, validate, and write the bundle folder at `out`.
+    """Load, export to ONNX, optimise, convert/quantize, validate, and write the bundle folder at `out`;
+    from `graph` (made for the same `graph_source`) instead of tracing the model again where given.
 
     Raises ExportToleranceError or ExportGateError (and writes nothing) when the graph (or its TensorRT
     engine) drifts past the tolerance or misses the accuracy gate, TensorRTError when `--trt` cannot be
@@ -104,23 +161,14 @@ def export_bundle(
     if options.trt is not None:
         options.trt.profiles()  # a bad range fails now, not after the export
         tensorrt_ready()
-    loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
-    module = loaded.waveform()
-    inputs, outputs = graph_signature(len(loaded.labels))
+    if graph is not None and graph.source != options.graph_source:
+        raise ValueError(f"this float graph was made for {graph.source}, not {options.graph_source}")
     with BundleWriter(out, overwrite=overwrite) as writer, tempfile.TemporaryDirectory(prefix="ser-export-") as tmp:
         assert writer.dir is not None
         work = Path(tmp)
-        float_path = work / "exported.onnx"
-        log.info("exporting %s (%s) to ONNX opset %d", options.model, loaded.size, options.opset)
-        attention_layers = export_onnx(module, float_path, options.opset, fuse_attention=options.optimize)
-        optimization: dict = {}
-        if options.optimize:
-            optimized = work / "optimized.onnx"
-            optimization = {"attention_layers": attention_layers, **optimize_graph(float_path, optimized).to_dict()}
-            float_path = optimized
-        log.info("validating the FP32 graph against PyTorch with ONNX Runtime")
-        fp32_tolerance = loaded.spec.fp32_tolerance if options.tolerance is None else options.tolerance
-        report = _validate(float_path, inputs, module, fp32_tolerance, options.model)
+        graph = graph or FloatGraph.export(options, work / "graph")
+        loaded, module, float_path, report = graph.loaded, graph.module, graph.path, graph.report
+        inputs, outputs = graph_signature(len(loaded.labels))
         final, quantization = float_path, {}
         if options.fp16:
             final = work / "fp16.onnx"
@@ -160,7 +208,7 @@ def export_bundle(
                 "opset": str(options.opset),
             },
             validation=report.to_dict(),
-            optimization=optimization,
+            optimization=graph.optimization,
             quantization=quantization,
             engines=engines,
         )
