@@ -51,7 +51,8 @@ for device in ("cuda", "tensorrt"):
 print("tensorrt:", unavailable_reason() or "ready")
 PY
 
-"$PY" -m ser.cli.bench run benchmarks/suites/gpu.yaml --out "$WORK/run" --overwrite
+"$PY" -c "from ser.cli.bench import bench_command; bench_command(prog_name='ser-bench')" \
+    run benchmarks/suites/gpu.yaml --out "$WORK/run" --overwrite
 status=$?
 mkdir -p "$RESULTS"
 cp "$WORK"/run/results.json "$WORK"/run/results.csv "$WORK"/run/report.md "$WORK"/run/*.png "$RESULTS"/ 2>/dev/null
