@@ -84,7 +84,7 @@ def test_random_init_is_recorded(tmp_path):
 def test_precisions_exported_from_one_traced_graph_match_their_own_exports(tmp_path, tiny_checkpoint):
     from dataclasses import replace
 
-    from ser.export.exporter import FloatGraphs
+    from ser.export import FloatGraphs
 
     graphs = FloatGraphs(tmp_path / "graphs")
     fp32 = ExportOptions("wavlm", checkpoint=str(tiny_checkpoint("wavlm")))

@@ -34,7 +34,7 @@ from ser.staging import StagedFolder
 from ser.training.metrics import classification_metrics
 
 if TYPE_CHECKING:
-    from ser.export.exporter import FloatGraphs
+    from ser.export import FloatGraphs
 
 LOAD_TIMEOUT_S = 1800  # a torch.compile of a large model on a small CPU takes many minutes
 CALL_TIMEOUT_S = 900
@@ -228,7 +228,7 @@ class SuiteRun:
             self.progress.update(self.task, advance=steps, description=description)
 
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
-        from ser.export.exporter import FloatGraphs  # torch, like everything that exports
+        from ser.export import FloatGraphs  # torch, like everything that exports
 
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
         exports: dict[tuple[str, bool], dict[str, Any]] = {}
