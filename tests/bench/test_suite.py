@@ -33,6 +33,10 @@ def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run(
     keys = [c.key for c in suite.configs()]
     assert len(keys) == len(set(keys)) == 2 * 3  # per thread count: pytorch fp32, ort fp32, ort int8
     assert not any("pytorch" in key and "int8" in key for key in keys)
+    on_cpu = parse(backends=["pytorch-eager", "onnxruntime-cpu"], precisions=["fp16"]).configs()
+    assert [(c.backend, c.precision) for c in on_cpu] == [REFERENCE, ("onnxruntime-cpu", "fp16")]
+    on_cuda = parse(device="cuda", backends=["pytorch-eager"], precisions=["fp32", "fp16"]).configs()
+    assert [(c.backend, c.precision) for c in on_cuda] == [REFERENCE, ("pytorch-eager", "fp16")]
     only_ort = parse(precisions=["int8-dynamic"]).configs()
     assert [(c.backend, c.precision) for c in only_ort] == [REFERENCE, ("onnxruntime-cpu", "int8-dynamic")]
     assert only_ort[0].is_reference and not only_ort[1].is_reference

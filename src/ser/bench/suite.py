@@ -113,10 +113,16 @@ class Suite:
 
     def configs(self) -> list[Config]:
         """The matrix, expanded: models × backends × precisions × threads, skipping pairs a backend cannot
-        run (PyTorch has no INT8 graph), with the PyTorch eager FP32 reference always present."""
+        run (PyTorch has no INT8 graph, and FP16 autocast only on CUDA), with the PyTorch eager FP32
+        reference always present."""
         configs = []
         for model, threads in itertools.product(self.models, self.threads):
-            pairs = [(b, p) for b in self.backends for p in self.precisions if p in BACKENDS[b][0]]
+            pairs = [
+                (b, p)
+                for b in self.backends
+                for p in self.precisions
+                if p in BACKENDS[b][0] and not (b.startswith("pytorch") and p == "fp16" and self.device == "cpu")
+            ]
             if REFERENCE not in pairs:
                 pairs.insert(0, REFERENCE)
             for backend, precision in pairs:
