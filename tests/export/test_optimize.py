@@ -105,3 +105,24 @@ def test_a_cast_written_once_per_consumer_is_kept_once(tmp_path, tiny_bundle):
     feeds = {"audio": audio, "lengths": np.array([16_000], np.int64)}
     logits, audio_fp64 = ort.InferenceSession(model.SerializeToString()).run(["logits", "audio_fp64"], feeds)
     assert logits.shape == (1, 7) and audio_fp64.dtype == np.float64 and np.all(audio_fp64 == 0.25)
+
+
+def test_fp16_exports_the_layer_normed_encoder_of_the_large_models(tmp_path):
+    """HuBERT-large's layout (LayerNorm in every feature-encoder layer, norms before attention), tiny:
+    the LayerNorms stay FP32 and the fused GELUs in front of them must be cast back to it."""
+    import torch
+    from transformers import HubertForSequenceClassification, Wav2Vec2FeatureExtractor
+
+    from ser.models import get_spec
+
+    spec = get_spec("hubert")
+    config = spec.config("tiny")
+    config.update({"feat_extract_norm": "layer", "do_stable_layer_norm": True, "conv_bias": True})
+    torch.manual_seed(0)
+    HubertForSequenceClassification(config).save_pretrained(tmp_path / "checkpoint")
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(tmp_path / "checkpoint")
+    bundle = export_bundle(ExportOptions("hubert", checkpoint=str(tmp_path / "checkpoint"), fp16=True), tmp_path / "b")
+    assert bundle.manifest.precision == "fp16" and bundle.manifest.validation["passed"]
+    graph = onnx.load(bundle.onnx_path).graph
+    assert op_counts(bundle.onnx_path)["LayerNormalization"] >= 7 + 2  # the encoder's 7 conv layers, then more
+    assert any(n.op_type == "Gelu" for n in graph.node), "the fused GELU this guards is there"

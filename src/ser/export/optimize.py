@@ -100,11 +100,30 @@ def optimize_graph(src: Path, dst: Path) -> OptimizationReport:
         logging.disable(logging.NOTSET)
     model = optimized.model
     name_nodes(model)
+    _type_fused_outputs(model)
     counts = op_counts(model)
     fused = {op: counts[op] for op in FUSED_OPS if counts[op]}
     save_model(model, dst)
     log.info("optimised graph: %d → %d nodes, fused %s", before, len(model.graph.node), fused or "nothing")
     return OptimizationReport(before, len(model.graph.node), fused)
+
+
+def _type_fused_outputs(model: onnx.ModelProto) -> None:
+    """Record the element type of what ONNX Runtime's fused operators produce: their first input's.
+
+    The optimizer leaves them untyped (its symbolic shape inference fails on these graphs), and the FP16
+    converter casts a blocked node's input back to FP32 only when the input is typed: an untyped GELU
+    output in front of a LayerNorm (HuBERT-large's layer-normed feature encoder) reached it as FP16.
+    """
+    types = {info.name: info.type.tensor_type.elem_type for info in (*model.graph.input, *model.graph.value_info)}
+    types.update({initializer.name: initializer.data_type for initializer in model.graph.initializer})
+    for node in model.graph.node:  # topological: a fused node's input is typed by the time it is reached
+        if node.domain != "com.microsoft" or node.input[0] not in types:
+            continue
+        for output in node.output:  # in the FP32 graph every output of these is FP32, like the first input
+            if output and output not in types:
+                model.graph.value_info.append(onnx.helper.make_tensor_value_info(output, types[node.input[0]], None))
+                types[output] = types[node.input[0]]
 
 
 def length_nodes(model: onnx.ModelProto) -> list[str]:
