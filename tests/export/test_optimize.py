@@ -86,7 +86,7 @@ def test_fp16_handles_clips_longer_than_fp16_can_count(tmp_path, tiny_checkpoint
     assert max(abs(fp16.scores[k] - expected.scores[k]) for k in expected.scores) < 1e-2
 
 
-def test_a_cast_written_once_per_consumer_is_kept_once(tmp_path, tiny_bundle):
+def test_a_cast_written_once_per_consumer_is_kept_once(tiny_bundle):
     """ONNX Runtime's FP16 converter before 1.32 (what onnxruntime-gpu ships) repeats such Casts under one
     name, and no session loads that graph."""
     import onnxruntime as ort
