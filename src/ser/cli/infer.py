@@ -30,8 +30,8 @@ from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Predict
     type=click.Choice(DEVICES),
     default="auto",
     show_default=True,
-    help="Where ONNX Runtime runs: auto (CUDA when onnxruntime-gpu sees a GPU, else the CPU), cpu, cuda, or "
-    "tensorrt (its TensorRT provider, engines cached beside the graph).",
+    help="Where ONNX Runtime runs: auto (CUDA where its CUDA provider loads and a GPU is there, else the CPU), "
+    "cpu, cuda, or tensorrt (its TensorRT provider, engines cached beside the graph).",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option(

@@ -102,9 +102,9 @@ def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", th
     """The Backend that runs `bundle` (not yet activated).
 
     `auto` takes the fastest this machine offers: the bundle's TensorRT plan when TensorRT is installed
-    and the plan was built for this GPU and TensorRT version; else ONNX Runtime on CUDA when
-    onnxruntime-gpu sees a GPU; else ONNX Runtime on the CPU. A `device` other than auto pins ONNX Runtime
-    there.
+    and the plan was built for this GPU and TensorRT version; else ONNX Runtime on CUDA when its CUDA
+    provider really runs here (`device_problem`); else on the CPU. A `device` other than auto pins ONNX
+    Runtime there.
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
