@@ -16,7 +16,7 @@ import soundfile as sf
 
 SAMPLE_RATE = 16_000
 # Every registered model needs a tiny fixture; tests/models/test_registry.py keeps this in step.
-TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "resnet18")
+TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "resnet18")
 
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ser.labels import LABELS, canonical_labels, label_problem
 from ser.staging import StagedFolder
 
 FORMAT_VERSION = 1
@@ -54,6 +55,8 @@ class Manifest:
     source: dict[str, Any]  # {"kind": "checkpoint"|"hub"|"random-init", ...}
     versions: dict[str, str]
     validation: dict[str, Any]
+    # per label, the canonical one of the seven it names (None: no counterpart, e.g. "calm")
+    canonical_labels: tuple[str | None, ...] = ()
     optimization: dict[str, Any] = field(default_factory=dict)  # fused operators, node counts
     quantization: dict[str, Any] = field(default_factory=dict)  # mode, calibration, gate, FP32 nodes, sizes
     engines: tuple[dict[str, Any], ...] = ()  # TensorRT plans: file, GPU and TensorRT they were built for, profiles
@@ -71,9 +74,11 @@ class Manifest:
                 f"{where}: manifest format_version {version} is not supported (this ser reads {FORMAT_VERSION})"
             )
         try:
-            return cls(
+            labels = tuple(data["labels"])
+            manifest = cls(
                 model=ModelInfo(**data["model"]),
-                labels=tuple(data["labels"]),
+                labels=labels,
+                canonical_labels=tuple(data.get("canonical_labels") or canonical_labels(labels)),
                 sample_rate=int(data["sample_rate"]),
                 precision=data["precision"],
                 inputs=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in data["inputs"]),
@@ -91,6 +96,26 @@ class Manifest:
             raise BundleError(f"{where}: manifest lacks the field {e.args[0]!r}") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise BundleError(f"{where}: manifest is malformed: {e}") from None
+        manifest.check_labels(where)
+        return manifest
+
+    @property
+    def num_logits(self) -> int | None:
+        """The logits' label dimension as the manifest declares it (None if not a fixed int)."""
+        shape = self.outputs[0].shape if self.outputs else ()
+        return shape[1] if len(shape) == 2 and isinstance(shape[1], int) else None
+
+    def check_labels(self, where: str) -> None:
+        """Labels must name the logits one to one: non-empty, unique, as many as the graph's outputs."""
+        if self.num_logits is None:
+            raise BundleError(f"{where}: outputs must declare logits [batch, labels] with a fixed label count")
+        problem = label_problem(self.labels, self.num_logits)
+        if problem is not None:
+            raise BundleError(f"{where}: labels: {problem}; re-export the bundle")
+        if len(self.canonical_labels) != len(self.labels) or any(
+            c is not None and c not in LABELS for c in self.canonical_labels
+        ):
+            raise BundleError(f"{where}: canonical_labels must give one of {', '.join(LABELS)} or null per label")
 
 
 def graph_signature(num_labels: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:

@@ -23,3 +23,25 @@ def label_from_name(name: str) -> str | None:
     """The label a folder or CSV value names ("Angry", "ANG", "pleasant surprise"), or None."""
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
     return _LOOKUP.get(key)
+
+
+def label_problem(labels: tuple[str, ...] | list[str], num_logits: int) -> str | None:
+    """Why `labels` cannot name a graph's `num_logits` outputs, or None: they must be non-empty strings,
+    unique, and exactly as many as the logits (one score per label, none lost, none invented)."""
+    if len(labels) != num_logits:
+        return f"{len(labels)} labels for {num_logits} logits"
+    for i, label in enumerate(labels):
+        if not isinstance(label, str) or not label.strip():
+            return f"label {i} is empty"
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if label in seen:
+            return f"label {label!r} is given twice (ids {seen[label]} and {i})"
+        seen[label] = i
+    return None
+
+
+def canonical_labels(labels: tuple[str, ...]) -> tuple[str | None, ...]:
+    """Each label's canonical one of the seven, or None (e.g. "calm"): so answers of models with other label
+    sets ("neu", "hap", ...) can be compared."""
+    return tuple(label_from_name(label) for label in labels)

@@ -83,16 +83,22 @@ def test_weight_norm_is_baked_into_a_plain_weight(tiny_checkpoint):
 def test_random_init_is_seeded_and_says_so():
     a = load_model("hubert", size="tiny", random_init=True)
     b = load_model("hubert", size="tiny", random_init=True)
-    assert a.source == {"kind": "random-init", "seed": 0}
+    assert a.source == {"kind": "random-init", "seed": 0, "architecture": "HubertForSequenceClassification"}
     for x, y in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(x, y)
 
 
 def test_checkpoint_errors_name_the_problem(tmp_path, tiny_checkpoint, monkeypatch):
-    with pytest.raises(CheckpointError, match="holds a 'hubert' model, but model wav2vec2"):
+    with pytest.raises(CheckpointError, match=r"--model wav2vec2, but the checkpoint is a hubert model \(HubertFor"):
         load_model("wav2vec2", tiny_checkpoint("hubert"))
     with pytest.raises(CheckpointError, match=r"no config\.json"):
         load_model("wav2vec2", tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match=r"config\.json: not valid JSON"):
+        load_model("wav2vec2", tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(CheckpointError, match="model_type 'bert' is none of ser's families"):
+        load_model(None, tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "wav2vec2"}))
     with pytest.raises(CheckpointError, match="no weights"):
         load_model("wav2vec2", tmp_path)

@@ -26,14 +26,12 @@ def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: i
     checkpoint in RUN_DIR on --data."""
     from ser.cli import setup_logging
     from ser.models import CheckpointError, load_model
-    from ser.models.checkpoint import spec_for_checkpoint
     from ser.training.data import Corpus, DataError, Split, drop_unreadable
     from ser.training.loop import TrainError, evaluate, resolve_device, write_metrics
 
     setup_logging()
     try:
-        spec = spec_for_checkpoint(run_dir)
-        loaded = load_model(spec.name, run_dir)
+        loaded = load_model(checkpoint=run_dir)  # the checkpoint's config.json decides the class
         corpus = Corpus.from_path(data)
         if split == "test":
             if not (run_dir / "split.json").is_file():
@@ -45,5 +43,5 @@ def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: i
     except (CheckpointError, DataError, TrainError) as e:
         click.echo(f"ser-eval: error: {e}", err=True)
         sys.exit(1)
-    write_metrics(metrics, out, f"{spec.name} on {data} ({split}, {len(clips)} clips)")
+    write_metrics(metrics, out, f"{loaded.spec.name} on {data} ({split}, {len(clips)} clips)")
     click.echo(f"{out / 'metrics.json'}: {len(clips)} clips; {metrics.summary()}")

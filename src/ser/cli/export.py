@@ -7,7 +7,7 @@ import sys
 import click
 
 # The registry's names, listed here so `--help` works without importing torch (a test keeps them equal).
-MODEL_NAMES = ("wav2vec2", "hubert", "wavlm", "resnet18")
+MODEL_NAMES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "resnet18")
 SIZES = ("tiny", "base", "large")
 
 
@@ -16,8 +16,9 @@ SIZES = ("tiny", "base", "large")
     "--model",
     "model",
     type=click.Choice(MODEL_NAMES),
-    required=True,
-    help="Architecture: wav2vec2 (base), hubert (large), wavlm (base, enhanced head), resnet18 (log-mel).",
+    default=None,
+    help="Model family. Default: what the checkpoint's config.json says (which also decides the head class); "
+    "given with a checkpoint, it must agree. Needed with --random-init and for the default runs/<model>.",
 )
 @click.option(
     "--checkpoint",
@@ -121,7 +122,7 @@ SIZES = ("tiny", "base", "large")
               help="With --trt: TensorRT timing cache file, read before and updated after the build.")  # fmt: skip
 @click.option("-q", "--quiet", is_flag=True, help="Print only the bundle path.")
 def export_command(
-    model: str,
+    model: str | None,
     checkpoint: str | None,
     size: str | None,
     random_init: bool,
@@ -161,17 +162,22 @@ def export_command(
     from ser.export.tensorrt import TensorRTError
     from ser.export.triton import TritonOptions, write_triton_repository
     from ser.models import CheckpointError
+    from ser.models.checkpoint import detect
     from ser.training.data import DataError
 
     setup_logging(verbose=not quiet)
     try:
+        if model is None and checkpoint is None:
+            raise CheckpointError("give --checkpoint PATH|HUB_ID (its config.json names the model), or --model")
+        if out is None:
+            out = f"bundles/{model or detect(checkpoint).spec.name}"
         options = ExportOptions(
-            model,
-            checkpoint,
-            size,
-            random_init,
-            opset,
-            tolerance,
+            model=model,
+            checkpoint=checkpoint,
+            size=size,
+            random_init=random_init,
+            opset=opset,
+            tolerance=tolerance,
             optimize=not trt if optimize is None else optimize,
             fp16=fp16,
             int8=Int8Options(int8, calibration_method, symmetric=trt) if int8 else None,
@@ -183,7 +189,7 @@ def export_command(
             trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
         )
         triton_options = TritonOptions(max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt)
-        bundle = export_bundle(options, out or f"bundles/{model}", overwrite=overwrite, show_progress=not quiet)
+        bundle = export_bundle(options, out, overwrite=overwrite, show_progress=not quiet)
         if triton:
             model_dir = write_triton_repository(bundle, triton, triton_options, overwrite=overwrite)
     except (

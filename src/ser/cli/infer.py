@@ -69,6 +69,8 @@ def infer_command(
 
 def _format(file: str, p: Prediction, as_json: bool) -> str:
     if as_json:
-        return json.dumps({"file": file, "label": p.label, "scores": p.scores, "duration_s": p.duration_s})
+        return json.dumps(
+            {"file": file, "label": p.label, "canonical": p.canonical, "scores": p.scores, "duration_s": p.duration_s}
+        )
     others = ", ".join(f"{label} {score:.2f}" for label, score in sorted(p.scores.items(), key=lambda kv: -kv[1]))
     return f"{file}\t{p.label}\t({others})"

@@ -25,7 +25,9 @@ from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
 from ser.export.tensorrt import Profile, build_engine, plan_profiles, tensorrt_ready
 from ser.export.validate import CASES, ExportToleranceError, ValidationReport, validate
+from ser.labels import canonical_labels
 from ser.models import LoadedModel, load_model
+from ser.models.reference import original_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 from ser.runtime.tensorrt import TensorRTBackend
 
@@ -36,7 +38,7 @@ SENSITIVITY_CLIPS = 8  # evaluation clips the per-node sensitivity analysis runs
 
 @dataclass(frozen=True)
 class ExportOptions:
-    model: str  # registry name
+    model: str | None = None  # family name; None: the checkpoint's config.json decides (it must agree anyway)
     checkpoint: str | None = None  # folder or hub id; None: runs/<model>
     size: str | None = None  # with random_init
     random_init: bool = False
@@ -107,17 +109,19 @@ class FloatGraph:
     module: torch.nn.Module
     path: Path
     optimization: dict
-    report: ValidationReport
+    report: ValidationReport  # against ser's PyTorch wrapper, on padded batches
+    original: ValidationReport  # against the checkpoint's own class, as its library runs it, clip by clip
 
     @classmethod
     def export(cls, options: ExportOptions, work: Path) -> FloatGraph:
         """Trace, optimise and validate `options`' model into `work` (which must outlive the graph)."""
         loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
+        name = loaded.spec.name
         module = loaded.waveform()
         inputs, _ = graph_signature(len(loaded.labels))
         work.mkdir(parents=True, exist_ok=True)
         path = work / "exported.onnx"
-        log.info("exporting %s (%s) to ONNX opset %d", options.model, loaded.size, options.opset)
+        log.info("exporting %s (%s, %s) to ONNX opset %d", name, loaded.architecture, loaded.size, options.opset)
         attention_layers = export_onnx(module, path, options.opset, fuse_attention=options.optimize)
         optimization: dict = {}
         if options.optimize:
@@ -126,8 +130,11 @@ class FloatGraph:
             path = optimized
         log.info("validating the FP32 graph against PyTorch with ONNX Runtime")
         tolerance = loaded.spec.fp32_tolerance if options.tolerance is None else options.tolerance
-        report = _validate(path, inputs, module, tolerance, options.model)
-        return cls(options.graph_source, loaded, module, path, optimization, report)
+        report = _validate(path, inputs, module, tolerance, name)
+        reference = original_model(loaded)
+        log.info("validating the FP32 graph against %s's own forward pass", reference.reference)
+        original = _validate(path, inputs, reference, tolerance, name)
+        return cls(options.graph_source, loaded, module, path, optimization, report, original)
 
 
 class FloatGraphs:
@@ -168,6 +175,7 @@ def export_bundle(
         work = Path(tmp)
         graph = graph or FloatGraph.export(options, work / "graph")
         loaded, module, float_path, report = graph.loaded, graph.module, graph.path, graph.report
+        name = loaded.spec.name
         inputs, outputs = graph_signature(len(loaded.labels))
         final, quantization = float_path, {}
         if options.fp16:
@@ -175,7 +183,7 @@ def export_bundle(
             quantization = convert_fp16(float_path, final)
             log.info("validating the FP16 graph against PyTorch")
             fp16_tolerance = loaded.spec.fp16_tolerance if options.tolerance is None else options.tolerance
-            report = _validate(final, inputs, module, fp16_tolerance, options.model)
+            report = _validate(final, inputs, module, fp16_tolerance, name)
         elif options.int8 is not None:
             final, quantization = _quantize(options, module, loaded.labels, float_path, inputs, work, show_progress)
             with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
@@ -183,15 +191,16 @@ def export_bundle(
         save_model(onnx.load(str(final)), writer.dir / ONNX_NAME)
         engines = ()
         if options.trt is not None:
-            engines = (_build_engine(writer.dir, options.trt, inputs, module, report.tolerance, options.model),)
+            engines = (_build_engine(writer.dir, options.trt, inputs, module, report.tolerance, name),)
         manifest = Manifest(
             model=ModelInfo(
-                name=options.model,
+                name=name,
                 size=loaded.size,
-                architecture=type(loaded.model).__name__,
+                architecture=loaded.architecture,
                 parameters=sum(p.numel() for p in loaded.model.parameters()),
             ),
             labels=loaded.labels,
+            canonical_labels=canonical_labels(loaded.labels),
             sample_rate=SAMPLE_RATE,
             precision=options.precision,
             inputs=inputs,
@@ -207,7 +216,7 @@ def export_bundle(
                 "numpy": np.__version__,
                 "opset": str(options.opset),
             },
-            validation=report.to_dict(),
+            validation={**report.to_dict(), "original": graph.original.to_dict()},
             optimization=graph.optimization,
             quantization=quantization,
             engines=engines,
@@ -248,7 +257,7 @@ def _validate(path: Path, inputs: tuple, module: torch.nn.Module, tolerance: flo
         report = validate(backend, module, tolerance)
     if not report.passed:
         raise ExportToleranceError(
-            f"{model}: ONNX logits ({path.stem}) differ from PyTorch by {report.max_abs_logit_error:.3g} "
+            f"{model}: ONNX logits ({path.stem}) differ from {report.reference} by {report.max_abs_logit_error:.3g} "
             f"(tolerance {tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
         )
     return report

@@ -43,6 +43,7 @@ class ValidationReport:
     mean_abs_logit_error: float
     top1_agreement: float  # fraction of clips whose top label matches PyTorch's
     tolerance: float | None  # None: recorded only (INT8 graphs answer to the accuracy gate instead)
+    reference: str = "pytorch"  # what the logits were held against: ser's PyTorch model, or the library's
 
     @property
     def passed(self) -> bool:
@@ -79,4 +80,5 @@ def validate(
         mean_abs_logit_error=float(error.mean()),
         top1_agreement=float(np.mean(agree)),
         tolerance=tolerance,
+        reference=getattr(reference, "reference", "pytorch"),
     )

@@ -18,7 +18,9 @@ from types import MethodType
 
 import torch
 from torch import nn
+from transformers.models.data2vec.modeling_data2vec_audio import Data2VecAudioAttention
 from transformers.models.hubert.modeling_hubert import HubertAttention
+from transformers.models.unispeech_sat.modeling_unispeech_sat import UniSpeechSatAttention
 from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
@@ -90,6 +92,10 @@ def _wavlm_core(
     return _attend(self, hidden_states, bias)
 
 
+# Families whose attention is the same code as wav2vec2's (same projections, mask and signature).
+_WAV2VEC2_STYLE = (Wav2Vec2Attention, HubertAttention, Data2VecAudioAttention, UniSpeechSatAttention)
+
+
 @contextmanager
 def fused_attention(model: nn.Module) -> Iterator[int]:
     """Within the block, every self-attention layer of `model` runs through `multi_head_attention`.
@@ -99,7 +105,7 @@ def fused_attention(model: nn.Module) -> Iterator[int]:
     """
     swapped: list[tuple[nn.Module, str]] = []
     for module in model.modules():
-        if isinstance(module, (Wav2Vec2Attention, HubertAttention)):
+        if isinstance(module, _WAV2VEC2_STYLE):
             module.forward = MethodType(_wav2vec2_forward, module)
             swapped.append((module, "forward"))
         elif isinstance(module, WavLMAttention):

@@ -1,9 +1,13 @@
-"""Load a model by registry name from a checkpoint folder, a hub id, or random weights.
+"""Load a checkpoint as the class it says it is, or build a family's head with random weights.
 
 A checkpoint folder is what `save_pretrained` writes (config.json with the label map, weights as
 model.safetensors or pytorch_model.bin), or config.json beside a plain state dict `model.pt`;
-runs/<model>/ is the default: where the training stage is to write its best checkpoint. Weights never load
-through bare pickle: safetensors, or torch.load(weights_only=True).
+runs/<model>/ is the default: where the training stage writes its best checkpoint. Its config.json
+decides the class (`registry.resolve`); a `--model` name only has to agree with it. Weights never load
+through bare pickle (safetensors, or torch.load(weights_only=True)), and never partly: a checkpoint
+with a missing or unexpected weight is refused, since a newly initialised layer would make the export
+a different model from the user's. Only fine-tuning a new head (`labels`) may initialise one, and the
+source says which weights it initialised.
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ import torch
 from transformers import PreTrainedModel
 
 from ser.bundle import sha256_file
-from ser.labels import LABELS
-from ser.models.registry import REGISTRY, ModelSpec, get_spec
+from ser.labels import LABELS, label_problem
+from ser.models.registry import Architecture, ModelSpec, UnknownArchitecture, get_spec, resolve
 from ser.models.waveform import WaveformClassifier
 
 RUNS_DIR = Path("runs")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PRETRAINED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _STATE_DICT = "model.pt"
+# Read only by SpecAugment while training; some public checkpoints leave it out, and no answer depends on it.
+_TRAINING_ONLY = ("masked_spec_embed",)
+_SHOWN_KEYS = 5
 
 
 class CheckpointError(ValueError):
@@ -39,28 +46,55 @@ class LoadedModel:
     model: PreTrainedModel
     size: str
     normalize: bool  # the waveform is normalised to zero mean, unit variance inside the graph
-    source: dict[str, Any]  # recorded in the bundle manifest
+    source: dict[str, Any]  # recorded in the bundle manifest: kind, where, architecture, initialised weights
 
     @property
     def labels(self) -> tuple[str, ...]:
         config = self.model.config
-        return tuple(str(config.id2label[i]) for i in range(config.num_labels))
+        return tuple(str(config.id2label.get(i, "")) for i in range(config.num_labels))
+
+    @property
+    def architecture(self) -> str:
+        return type(self.model).__name__
 
     def waveform(self) -> WaveformClassifier:
         """The model behind the graph contract (audio, lengths) → logits."""
         return WaveformClassifier(self.model, self.normalize)
 
 
-def spec_for_checkpoint(path: str | Path) -> ModelSpec:
-    """The spec that loads the checkpoint folder `path`, read from its config.json's model_type."""
-    config = Path(path) / "config.json"
-    if not config.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint folder (no config.json)")
-    model_type = json.loads(config.read_text()).get("model_type")
-    for spec in REGISTRY.values():
-        if model_type in spec.model_types:
-            return spec
-    raise CheckpointError(f"{path}: model_type {model_type!r} is none of {', '.join(REGISTRY)}")
+def read_config(checkpoint: str | Path) -> dict[str, Any]:
+    """A checkpoint's config.json as a dict: from the folder, or from the hub for a hub id."""
+    path = Path(checkpoint)
+    if path.exists():
+        file = path / "config.json"
+        if not file.is_file():
+            raise CheckpointError(f"{path}: not a checkpoint folder (no config.json); save one with save_pretrained")
+    elif _HUB_ID.match(str(checkpoint)):
+        from huggingface_hub import hf_hub_download
+
+        try:
+            file = Path(hf_hub_download(str(checkpoint), "config.json"))
+        except Exception as e:  # offline, unknown repository, no config: all mean "cannot load it"
+            raise CheckpointError(
+                f"{checkpoint}: could not load from the Hugging Face hub (is it reachable?): {e}"
+            ) from None
+    else:
+        raise CheckpointError(f"{checkpoint}: no such checkpoint folder, and not a hub id (owner/name)")
+    try:
+        config = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{file}: not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{file}: expected a JSON object")
+    return config
+
+
+def detect(checkpoint: str | Path) -> Architecture:
+    """The family and class of a checkpoint folder or hub id, from its config.json."""
+    try:
+        return resolve(read_config(checkpoint))
+    except UnknownArchitecture as e:
+        raise CheckpointError(f"{checkpoint}: {e}") from None
 
 
 def default_checkpoint(name: str) -> Path:
@@ -68,7 +102,7 @@ def default_checkpoint(name: str) -> Path:
 
 
 def load_model(
-    name: str,
+    name: str | None = None,
     checkpoint: str | Path | None = None,
     size: str | None = None,
     random_init: bool = False,
@@ -76,102 +110,227 @@ def load_model(
     labels: tuple[str, ...] | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> LoadedModel:
-    """Load model `name` from `checkpoint` (folder or hub id; default runs/<name>), or build it with
-    random weights at `size` when `random_init` (for latency work: its answers mean nothing).
+    """Load `checkpoint` (folder or hub id; default runs/<name>) as the class its config names, or build
+    family `name`'s own head with random weights at `size` when `random_init` (for latency work: its
+    answers mean nothing). `name`, where given with a checkpoint, must be the checkpoint's family.
 
-    For fine-tuning: `labels` gives the model this label map (a new head where the checkpoint's
-    differs, e.g. a pretrained encoder with no head at all), and `overrides` sets config fields
-    such as dropout rates.
+    For fine-tuning: `labels` gives the model this label map (a new head where the checkpoint's differs,
+    or a head on a headless encoder), and `overrides` sets config fields such as dropout rates.
     """
-    spec = get_spec(name)
     overrides = dict(overrides or {})
     if random_init:
         if checkpoint is not None:
             raise CheckpointError("give either a checkpoint or random_init, not both")
+        if name is None:
+            raise CheckpointError("random weights need a model name (--model)")
+        spec = get_spec(name)
         size = size or spec.default_size
         torch.manual_seed(seed)
         config = spec.config(size, labels or LABELS)
         for key, value in overrides.items():
             setattr(config, key, value)
         model = spec.model_class(config).eval()
-        return LoadedModel(spec, model, size, spec.normalize, {"kind": "random-init", "seed": seed})
-    if labels is not None:
-        overrides |= {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {label: i for i, label in enumerate(labels)},
-        }
+        source = {"kind": "random-init", "seed": seed, "architecture": spec.model_class.__name__}
+        return _checked(LoadedModel(spec, model, size, spec.normalize, source), "random init")
     if size is not None:
-        raise CheckpointError(f"{name}: size is fixed by the checkpoint's config; a size applies to random init only")
+        raise CheckpointError(
+            f"{checkpoint or name}: size is fixed by the checkpoint's config; a size applies to random init only"
+        )
     if checkpoint is None:
+        if name is None:
+            raise CheckpointError("give a checkpoint (folder or hub id), or a model name for runs/<model>")
+        get_spec(name)
         checkpoint = default_checkpoint(name)
         if not checkpoint.exists():
             raise CheckpointError(
                 f"{name}: no checkpoint at {checkpoint}; pass a checkpoint folder or hub id, "
                 "or use random init for latency work"
             )
-    path = Path(checkpoint)
-    if path.exists():
-        return _load_folder(spec, path, overrides, relabel=labels is not None)
-    if _HUB_ID.match(str(checkpoint)):
-        return _load_hub(spec, str(checkpoint), overrides, relabel=labels is not None)
-    raise CheckpointError(f"{checkpoint}: no such checkpoint folder, and not a hub id (owner/name)")
-
-
-def _load_folder(spec: ModelSpec, path: Path, overrides: dict[str, Any], relabel: bool) -> LoadedModel:
-    config_file = path / "config.json"
-    if not config_file.is_file():
-        raise CheckpointError(f"{path}: not a checkpoint folder (no config.json); save one with save_pretrained")
-    _check_model_type(spec, json.loads(config_file.read_text()).get("model_type"), str(path))
-    if any((path / f).is_file() for f in _PRETRAINED_WEIGHTS):
-        model = spec.model_class.from_pretrained(path, ignore_mismatched_sizes=relabel, **overrides)
-    elif (path / _STATE_DICT).is_file():
-        model = spec.model_class(spec.config_class.from_pretrained(path, **overrides))
-        state = torch.load(path / _STATE_DICT, map_location="cpu", weights_only=True)
-        if relabel:  # a new label map: the old head's weights no longer fit and stay freshly initialised
-            own = model.state_dict()
-            state = {k: v for k, v in state.items() if k not in own or own[k].shape == v.shape}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        if unexpected or (missing and not relabel):
-            raise CheckpointError(
-                f"{path / _STATE_DICT}: does not fit {spec.model_class.__name__}: "
-                f"missing {missing[:5]}, unexpected {unexpected[:5]}"
-            )
-    else:
-        raise CheckpointError(f"{path}: no weights; expected one of {', '.join((*_PRETRAINED_WEIGHTS, _STATE_DICT))}")
-    normalize = _normalize_from(path / "preprocessor_config.json", spec.normalize)
-    source = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": folder_digest(path)}
-    return LoadedModel(spec, model.eval(), spec.size_of(model.config), normalize, source)
-
-
-def _load_hub(spec: ModelSpec, hub_id: str, overrides: dict[str, Any], relabel: bool) -> LoadedModel:
-    from huggingface_hub import hf_hub_download
-
-    try:
-        config = spec.config_class.from_pretrained(hub_id, **overrides)
-        _check_model_type(spec, config.model_type, hub_id)
-        model = spec.model_class.from_pretrained(hub_id, config=config, ignore_mismatched_sizes=relabel)
-    except OSError as e:
-        raise CheckpointError(f"{hub_id}: could not load from the Hugging Face hub (is it reachable?): {e}") from None
-    try:
-        normalize = _normalize_from(Path(hf_hub_download(hub_id, "preprocessor_config.json")), spec.normalize)
-    except Exception:  # no preprocessor config on the hub: the spec's default holds
-        normalize = spec.normalize
-    source = {"kind": "hub", "id": hub_id, "revision": getattr(model.config, "_commit_hash", None)}
-    return LoadedModel(spec, model.eval(), spec.size_of(model.config), normalize, source)
-
-
-def _check_model_type(spec: ModelSpec, model_type: str | None, where: str) -> None:
-    if model_type not in spec.model_types:
+    architecture = detect(checkpoint)
+    spec = architecture.spec
+    if name is not None and name != spec.name:
         raise CheckpointError(
-            f"{where}: holds a {model_type!r} model, but model {spec.name} loads {', '.join(spec.model_types)}"
+            f"{checkpoint}: --model {name}, but the checkpoint is a {spec.name} model ({architecture.name}); "
+            f"pass --model {spec.name}, or leave --model out and let the checkpoint decide"
         )
+    relabel = labels is not None
+    if labels is not None:
+        overrides |= {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {label: i for i, label in enumerate(labels)},
+        }
+    if architecture.head is None and not relabel:
+        raise CheckpointError(
+            f"{checkpoint}: is a headless {architecture.name} (no classification head): nothing to export or "
+            f"score; fine-tune a head on it with ser-train --checkpoint {checkpoint}"
+        )
+    cls = architecture.head or spec.model_class
+    path = Path(checkpoint)
+    where = str(path) if path.exists() else str(checkpoint)
+    if path.exists():
+        model, report = _load_folder(cls, path, overrides, relabel)
+        source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": folder_digest(path)}
+        normalize = _normalize_from(path / "preprocessor_config.json", spec.normalize)
+    else:
+        model, report = _load_hub(cls, where, overrides, relabel)
+        source = {"kind": "hub", "id": where, "revision": getattr(model.config, "_commit_hash", None)}
+        normalize = _hub_normalize(where, spec.normalize)
+    initialized = _check_weights(where, cls, report, relabel, spec, architecture)
+    source["architecture"] = architecture.name
+    if initialized:
+        source["initialized"] = initialized
+    loaded = LoadedModel(spec, model.eval(), spec.size_of(model.config), normalize, source)
+    return _checked(loaded, where)
+
+
+def _checked(loaded: LoadedModel, where: str) -> LoadedModel:
+    problem = label_problem(loaded.labels, _logit_count(loaded.model))
+    if problem is not None:
+        raise CheckpointError(f"{where}: {problem}; fix id2label in config.json")
+    return loaded
+
+
+def _logit_count(model: PreTrainedModel) -> int:
+    """How many logits the model really produces: one forward pass over 0.1 s of silence."""
+    with torch.no_grad():
+        return int(model.eval()(torch.zeros(1, 1600)).logits.shape[-1])
+
+
+def _load_folder(
+    cls: type[PreTrainedModel], path: Path, overrides: dict[str, Any], relabel: bool
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    if has_pretrained_weights(path):
+        try:
+            return cls.from_pretrained(path, ignore_mismatched_sizes=relabel, output_loading_info=True, **overrides)
+        except (OSError, RuntimeError, ValueError) as e:  # shapes that do not fit, unreadable weights
+            raise CheckpointError(f"{path}: does not load as {cls.__name__}: {_first_line(e)}") from None
+    if (path / _STATE_DICT).is_file():
+        model = cls(cls.config_class.from_pretrained(path, **overrides))
+        state = torch.load(path / _STATE_DICT, map_location="cpu", weights_only=True)
+        own = model.state_dict()
+        mismatched = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+        if relabel:  # a new label map: the old head's weights no longer fit and stay freshly initialised
+            state = {k: v for k, v in state.items() if k not in mismatched}
+        elif mismatched:
+            raise CheckpointError(
+                f"{path / _STATE_DICT}: weights of another shape than {cls.__name__}'s: {mismatched[:_SHOWN_KEYS]}"
+            )
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
+    raise CheckpointError(f"{path}: no weights; expected one of {', '.join((*_PRETRAINED_WEIGHTS, _STATE_DICT))}")
+
+
+def has_pretrained_weights(path: Path) -> bool:
+    """Whether the folder holds weights `from_pretrained` reads (else a plain `model.pt` state dict)."""
+    return any((path / f).is_file() for f in _PRETRAINED_WEIGHTS)
+
+
+def _load_hub(
+    cls: type[PreTrainedModel], hub_id: str, overrides: dict[str, Any], relabel: bool
+) -> tuple[PreTrainedModel, dict[str, Any]]:
+    try:
+        return cls.from_pretrained(hub_id, ignore_mismatched_sizes=relabel, output_loading_info=True, **overrides)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise CheckpointError(f"{hub_id}: could not load from the Hugging Face hub as {cls.__name__}: {e}") from None
+
+
+def _check_weights(
+    where: str,
+    cls: type[PreTrainedModel],
+    report: dict[str, Any],
+    relabel: bool,
+    spec: ModelSpec,
+    architecture: Architecture,
+) -> list[str]:
+    """Refuse any weight the checkpoint lacks or has extra; when fine-tuning a new head (`relabel`), allow
+    the head's own weights to be new (returned, to be recorded) and extra weights of other heads."""
+    missing = sorted(k for k in report.get("missing_keys", ()) if k.split(".")[-1] not in _TRAINING_ONLY)
+    unexpected = sorted(report.get("unexpected_keys", ()))
+    mismatched = sorted(k if isinstance(k, str) else k[0] for k in report.get("mismatched_keys", ()))
+    if relabel:
+        prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else None
+        encoder_missing = [k for k in missing if prefix is None or k.startswith(prefix)]
+        if not encoder_missing:
+            return sorted({*missing, *mismatched})
+        missing, unexpected, mismatched = encoder_missing, [], []
+    if not (missing or unexpected or mismatched):
+        return []
+    parts = [
+        f"{len(keys)} {what} ({', '.join(keys[:_SHOWN_KEYS])}{', …' if len(keys) > _SHOWN_KEYS else ''})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
+        if keys
+    ]
+    hint = _likely_class(where, cls, spec)
+    raise CheckpointError(
+        f"{where}: its weights do not fit {cls.__name__} (what config.json names as {architecture.name}): "
+        f"{'; '.join(parts)} weights. Loading it would initialise the rest at random, so it is refused"
+        + (f"; the weights look like a {hint} checkpoint" if hint else "")
+        + ". Save the checkpoint with the class it was trained as (save_pretrained writes architectures)"
+    )
+
+
+def _likely_class(where: str, tried: type[PreTrainedModel], spec: ModelSpec) -> str | None:
+    """The class of the family whose parameter names match the checkpoint's best, if not `tried`: a hint."""
+    import transformers
+
+    keys = _checkpoint_keys(Path(where))
+    if not keys:
+        return None
+    config = read_config(where)
+    candidates = [*spec.heads, *(getattr(transformers, name) for name in spec.encoders if hasattr(transformers, name))]
+    scores: dict[str, int] = {}
+    for cls in candidates:
+        try:
+            with torch.device("meta"):
+                own = set(cls(cls.config_class.from_dict(config)).state_dict())
+        except Exception:  # a candidate that cannot be built from this config cannot be the answer
+            continue
+        prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else ""
+        strip = {k.removeprefix(prefix) for k in own}
+        scores[cls.__name__] = len(strip ^ {k.removeprefix(prefix) for k in keys})
+    if not scores:
+        return None
+    best = min(scores, key=scores.__getitem__)
+    return None if best == tried.__name__ or scores[best] >= scores.get(tried.__name__, 1 << 30) else best
+
+
+def _checkpoint_keys(path: Path) -> set[str]:
+    """Parameter names in a checkpoint folder's weights, read without loading tensors where possible."""
+    if not path.is_dir():
+        return set()
+    if (path / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(path / "model.safetensors", "pt") as f:
+            return set(f.keys())
+    if (path / "model.safetensors.index.json").is_file():
+        return set(json.loads((path / "model.safetensors.index.json").read_text()).get("weight_map", {}))
+    for name in ("pytorch_model.bin", _STATE_DICT):
+        if (path / name).is_file():
+            return set(torch.load(path / name, map_location="meta", weights_only=True))
+    return set()
 
 
 def _normalize_from(preprocessor_config: Path, default: bool) -> bool:
+    """The feature extractor's `do_normalize`; a config that leaves it out gets the feature extractor's own
+    default (True), as transformers would; no preprocessor config at all: the family's default."""
     if not preprocessor_config.is_file():
         return default
-    return bool(json.loads(preprocessor_config.read_text()).get("do_normalize", default))
+    return bool(json.loads(preprocessor_config.read_text()).get("do_normalize", True))
+
+
+def _hub_normalize(hub_id: str, default: bool) -> bool:
+    from huggingface_hub import hf_hub_download
+
+    try:
+        return _normalize_from(Path(hf_hub_download(hub_id, "preprocessor_config.json")), default)
+    except Exception:  # no preprocessor config on the hub: the family's default holds
+        return default
+
+
+def _first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def folder_digest(path: Path) -> str:

@@ -72,6 +72,30 @@ class MaskedGroupNormConvLayer(nn.Module):
         return self.activation(x)
 
 
+class MaskedPositionalConvStack(nn.Module):
+    """Stand-in for data2vec-audio's positional embedding, a stack of "same"-padded convolutions.
+
+    Alone, a clip's frames past its end are the convolutions' zero padding at every layer; in a padded
+    batch, only the first layer sees zeros there (the encoder zeroes padded frames once), and each later
+    layer reads the previous one's output over the padding into the last valid frames. Re-zeroing the
+    padded frames before every layer gives each row its answer alone. Holds the same `layers`, so
+    parameter names (and checkpoints) are unchanged; `frame_lengths` is set by the waveform wrapper.
+    """
+
+    def __init__(self, embedding: nn.Module):
+        super().__init__()
+        self.layers = embedding.layers
+        self.frame_lengths: torch.Tensor | None = None
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        x = hidden_states.transpose(1, 2)  # [batch, hidden, frames]
+        for layer in self.layers:
+            if self.frame_lengths is not None:
+                x = x * length_mask(self.frame_lengths, x.shape[2]).to(x.dtype)[:, None, :]
+            x = layer(x)
+        return x.transpose(1, 2)
+
+
 class LogMel(nn.Module):
     """Log-mel spectrogram as a strided convolution with a windowed DFT basis.
 

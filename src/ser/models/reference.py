@@ -8,12 +8,19 @@ eager under FP16 autocast (CUDA only: CPU autocast is bfloat16, a different numb
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+import transformers
+from transformers import PreTrainedModel
 
+from ser.audio import SAMPLE_RATE
 from ser.bundle import graph_signature
+from ser.models.checkpoint import LoadedModel, has_pretrained_weights
 from ser.models.waveform import WaveformClassifier
 from ser.runtime.base import Backend, BackendError
 
@@ -62,3 +69,57 @@ class TorchBackend(Backend):
     def _deactivate(self) -> None:
         self._run = self.module
         self.module.to("cpu")
+
+
+class OriginalModel(torch.nn.Module):
+    """The checkpoint as its own library runs it, for validating exports against the user's model rather
+    than against ser's wrapper of it: a fresh `from_pretrained` of the class config.json names (transformers'
+    own for stock heads), fed what the checkpoint's feature extractor makes of each clip alone. Nothing of
+    the wrapper (masked norms, fused attention, baked weight norm, in-graph normalisation) is in it.
+
+    Called as the wrapper is, (audio [batch, samples], lengths [batch]) → logits; each row runs unpadded.
+    """
+
+    def __init__(self, model: PreTrainedModel, feature_extractor: Any, reference: str):
+        super().__init__()
+        self.model = model.eval()
+        self.feature_extractor = feature_extractor
+        self.reference = reference  # e.g. "transformers.WavLMForSequenceClassification"
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        rows = []
+        for clip, n in zip(audio, lengths, strict=True):
+            inputs = self.feature_extractor(clip[: int(n)].numpy(), sampling_rate=SAMPLE_RATE, return_tensors="pt")
+            rows.append(self.model(**inputs).logits)
+        return torch.cat(rows)
+
+
+def original_model(loaded: LoadedModel) -> OriginalModel:
+    """`loaded`'s checkpoint loaded again the library's way (see OriginalModel); random weights are rebuilt
+    from their seed by the class itself."""
+    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Wav2Vec2FeatureExtractor
+
+    source = loaded.source
+    name = source["architecture"]
+    library = getattr(transformers, name, None)
+    cls = library if library is not None and name == loaded.architecture else type(loaded.model)
+    reference = f"{cls.__module__.split('.')[0]}.{cls.__name__}"
+    where = source.get("path") or source.get("id")
+    feature_extractor = None
+    if source["kind"] == "random-init":
+        torch.manual_seed(source["seed"])
+        model = cls(copy.deepcopy(loaded.model.config))
+    elif source["kind"] == "checkpoint" and (Path(where) / "model.pt").is_file() and not has_pretrained_weights(Path(where)):
+        model = cls(cls.config_class.from_pretrained(where))  # a plain state dict: strict, or it is not the model
+        model.load_state_dict(torch.load(Path(where) / "model.pt", map_location="cpu", weights_only=True))
+    else:
+        model = (cls if library is not None else AutoModelForAudioClassification).from_pretrained(where)
+    if where is not None:
+        try:
+            feature_extractor = AutoFeatureExtractor.from_pretrained(where)
+        except (OSError, ValueError):  # no preprocessor config: what ser's graph assumes instead
+            feature_extractor = None
+    if feature_extractor is None:
+        feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=loaded.normalize, return_attention_mask=True)
+    return OriginalModel(model, feature_extractor, reference)
+

@@ -1,6 +1,11 @@
-"""The model registry: one small declarative record per architecture, looked up by name.
+"""The model registry: one small declarative record per model family, looked up by name.
 
-Adding a model means adding a ModelSpec here (and a tiny fixture in the tests, which fail if one
+A family is one encoder with its masking rules (wav2vec2, HuBERT, WavLM, ...) and the classification
+heads a checkpoint of it may carry: the stock Hugging Face `*ForSequenceClassification` head and,
+for WavLM, ser's enhanced head. Which head a checkpoint has is the checkpoint's to say
+(`config.json`'s `architectures`, else its `model_type`; see `resolve`), never the caller's.
+
+Adding a family means adding a ModelSpec here (and a tiny fixture in the tests, which fail if one
 is missing); export, validation and the CLI read everything they need from it.
 """
 
@@ -9,18 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from transformers import (
-    HubertConfig,
-    HubertForSequenceClassification,
-    PretrainedConfig,
-    PreTrainedModel,
-    Wav2Vec2Config,
-    Wav2Vec2ForSequenceClassification,
-)
+import transformers
+from transformers import PretrainedConfig, PreTrainedModel
 
 from ser.labels import LABELS
-from ser.models.resnet import ResNet18ForEmotion, ResNetEmotionConfig
-from ser.models.wavlm import WavLMEmotionConfig, WavLMForEmotion
+from ser.models.resnet import ResNet18ForEmotion
+from ser.models.wavlm import WavLMForEmotion
 
 # A few small layers: for tests and demos, seconds to export on a laptop.
 _TINY_TRANSFORMER = dict(
@@ -33,36 +32,52 @@ _TINY_TRANSFORMER = dict(
     num_conv_pos_embedding_groups=4,
 )
 _BASE_TRANSFORMER: dict[str, Any] = {}  # the config classes' defaults are the base models' shapes
-_LARGE_TRANSFORMER = dict(
-    hidden_size=1024,
-    num_hidden_layers=24,
-    num_attention_heads=16,
-    intermediate_size=4096,
-    feat_extract_norm="layer",
-    do_stable_layer_norm=True,
-    conv_bias=True,
-)
+_LARGE_SHAPE = dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096)
+_LARGE_TRANSFORMER = dict(_LARGE_SHAPE, feat_extract_norm="layer", do_stable_layer_norm=True, conv_bias=True)
+_TRANSFORMER_SIZES = {"tiny": _TINY_TRANSFORMER, "base": _BASE_TRANSFORMER, "large": _LARGE_TRANSFORMER}
+# data2vec-audio has no GroupNorm or stable-layer-norm variants, and `num_conv_pos_embeddings` counts
+# its positional conv layers (5 at base), not a kernel size.
+_DATA2VEC_SIZES = {
+    "tiny": dict(_TINY_TRANSFORMER, num_conv_pos_embeddings=2, conv_pos_kernel_size=5),
+    "base": _BASE_TRANSFORMER,
+    "large": _LARGE_SHAPE,
+}
 _TRANSFORMER_DROPOUT = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout")
 # SpecAugment and LayerDrop regularise the fine-tuning of a pretrained encoder. From scratch they hurt: a
 # small model learns to read the clip's length from how many frames were masked instead of the audio.
 _TRANSFORMER_FROM_SCRATCH = {"mask_time_prob": 0.0, "layerdrop": 0.0}
-_TRANSFORMER_SIZES = {"tiny": _TINY_TRANSFORMER, "base": _BASE_TRANSFORMER, "large": _LARGE_TRANSFORMER}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
     summary: str
-    model_class: type[PreTrainedModel]
-    config_class: type[PretrainedConfig]
-    model_types: tuple[str, ...]  # config.json model_type values this spec can load
+    heads: tuple[type[PreTrainedModel], ...]  # the classification classes a checkpoint of this family may be
+    encoders: tuple[str, ...]  # headless classes of the family (pretraining, CTC): fine-tuning starts a head
     sizes: dict[str, dict[str, Any]]  # size name → config overrides
     default_size: str
-    normalize: bool  # zero-mean unit-variance waveform, when the checkpoint does not say
+    normalize: bool  # zero-mean unit-variance waveform, when the checkpoint has no preprocessor config
     dropout_keys: tuple[str, ...]  # config fields that one training --dropout value sets
     from_scratch: dict[str, Any]  # config changes for training without a pretrained checkpoint
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
     fp16_tolerance: float = 5e-2  # the same for --fp16 (FP16 keeps ~3 significant digits)
+
+    @property
+    def model_class(self) -> type[PreTrainedModel]:
+        """The head ser builds: for random weights, training from scratch, and on a headless encoder."""
+        return self.heads[0]
+
+    @property
+    def config_class(self) -> type[PretrainedConfig]:
+        return self.model_class.config_class
+
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        """config.json model_type values of this family."""
+        return tuple(dict.fromkeys(head.config_class.model_type for head in self.heads))
+
+    def head_named(self, architecture: str) -> type[PreTrainedModel] | None:
+        return next((head for head in self.heads if head.__name__ == architecture), None)
 
     def config(self, size: str, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:
         if size not in self.sizes:
@@ -75,7 +90,7 @@ class ModelSpec:
         )
 
     def build(self, size: str, labels: tuple[str, ...] = LABELS) -> PreTrainedModel:
-        """The architecture at `size` with random weights."""
+        """The family's own head at `size` with random weights."""
         return self.model_class(self.config(size, labels)).eval()
 
     def size_of(self, config: PretrainedConfig) -> str:
@@ -88,51 +103,70 @@ class ModelSpec:
         return "custom"
 
 
+def _transformers(*names: str) -> tuple[Any, ...]:
+    return tuple(getattr(transformers, name) for name in names)
+
+
+def _encoders(prefix: str, *heads: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}{head}" for head in ("Model", "ForCTC", *heads))
+
+
+_TRANSFORMER = dict(
+    sizes=_TRANSFORMER_SIZES,
+    default_size="base",
+    dropout_keys=_TRANSFORMER_DROPOUT,
+    from_scratch=_TRANSFORMER_FROM_SCRATCH,
+)
+
 REGISTRY: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in (
         ModelSpec(
             name="wav2vec2",
-            summary="Wav2Vec2ForSequenceClassification (mean pooling, linear head)",
-            model_class=Wav2Vec2ForSequenceClassification,
-            config_class=Wav2Vec2Config,
-            model_types=("wav2vec2",),
-            sizes=_TRANSFORMER_SIZES,
-            default_size="base",
+            summary="Wav2Vec2ForSequenceClassification (mean pooling, optional weighted layer sum, linear head)",
+            heads=_transformers("Wav2Vec2ForSequenceClassification"),
+            encoders=_encoders("Wav2Vec2", "ForPreTraining"),
             normalize=True,
-            dropout_keys=_TRANSFORMER_DROPOUT,
-            from_scratch=_TRANSFORMER_FROM_SCRATCH,
+            **_TRANSFORMER,
         ),
         ModelSpec(
             name="hubert",
             summary="HubertForSequenceClassification (mean pooling, linear head)",
-            model_class=HubertForSequenceClassification,
-            config_class=HubertConfig,
-            model_types=("hubert",),
-            sizes=_TRANSFORMER_SIZES,
-            default_size="large",
+            heads=_transformers("HubertForSequenceClassification"),
+            encoders=_encoders("Hubert"),
             normalize=True,
-            dropout_keys=_TRANSFORMER_DROPOUT,
-            from_scratch=_TRANSFORMER_FROM_SCRATCH,
+            **{**_TRANSFORMER, "default_size": "large"},
         ),
         ModelSpec(
             name="wavlm",
-            summary="WavLM with weighted layer sum, attentive statistics pooling and an MLP head",
-            model_class=WavLMForEmotion,
-            config_class=WavLMEmotionConfig,
-            model_types=("wavlm-emotion", "wavlm"),
-            sizes=_TRANSFORMER_SIZES,
-            default_size="base",
+            summary="WavLM: ser's enhanced head (weighted layer sum, attentive statistics pooling, MLP) "
+            "or the stock WavLMForSequenceClassification",
+            heads=(WavLMForEmotion, *_transformers("WavLMForSequenceClassification")),
+            encoders=_encoders("WavLM"),
             normalize=False,  # microsoft/wavlm-base-plus's feature extractor does not normalise
-            dropout_keys=(*_TRANSFORMER_DROPOUT, "head_dropout"),
-            from_scratch=_TRANSFORMER_FROM_SCRATCH,
+            **{**_TRANSFORMER, "dropout_keys": (*_TRANSFORMER_DROPOUT, "head_dropout")},
+        ),
+        ModelSpec(
+            name="data2vec-audio",
+            summary="Data2VecAudioForSequenceClassification (mean pooling, linear head)",
+            heads=_transformers("Data2VecAudioForSequenceClassification"),
+            encoders=_encoders("Data2VecAudio"),
+            normalize=True,
+            **{**_TRANSFORMER, "sizes": _DATA2VEC_SIZES},
+        ),
+        ModelSpec(
+            name="unispeech-sat",
+            summary="UniSpeechSatForSequenceClassification (mean pooling, linear head)",
+            heads=_transformers("UniSpeechSatForSequenceClassification"),
+            encoders=_encoders("UniSpeechSat", "ForPreTraining"),
+            normalize=False,  # microsoft/unispeech-sat-base's feature extractor does not normalise
+            **_TRANSFORMER,
         ),
         ModelSpec(
             name="resnet18",
             summary="torchvision ResNet18 (1-channel stem) over an in-graph log-mel spectrogram",
-            model_class=ResNet18ForEmotion,
-            config_class=ResNetEmotionConfig,
-            model_types=("ser-resnet18",),
+            heads=(ResNet18ForEmotion,),
+            encoders=(),
             sizes={"tiny": {"n_mels": 32}, "base": {"n_mels": 64}},
             default_size="base",
             normalize=False,
@@ -147,3 +181,51 @@ def get_spec(name: str) -> ModelSpec:
     if name not in REGISTRY:
         raise ValueError(f"unknown model {name!r}; choose one of {', '.join(REGISTRY)}")
     return REGISTRY[name]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What a checkpoint's config says it is: its family, and its head class (None: a headless encoder)."""
+
+    spec: ModelSpec
+    head: type[PreTrainedModel] | None
+    name: str  # the class name the checkpoint gave (or the one its model_type implies)
+
+
+class UnknownArchitecture(ValueError):
+    """A config whose architectures / model_type no registered family loads."""
+
+
+def resolve(config: dict[str, Any]) -> Architecture:
+    """The family and head class a checkpoint's config.json (as a dict) describes.
+
+    `architectures[0]` decides where present: a family's head class, or one of its headless encoder
+    classes. Without it, the `model_type` decides, and means the head whose config has that type.
+    """
+    architectures = config.get("architectures") or []
+    model_type = config.get("model_type")
+    if architectures:
+        name = str(architectures[0])
+        for spec in REGISTRY.values():
+            head = spec.head_named(name)
+            if head is not None:
+                return Architecture(spec, head, name)
+            if name in spec.encoders:
+                return Architecture(spec, None, name)
+        family = next((s for s in REGISTRY.values() if model_type in s.model_types), None)
+        if family is not None:
+            raise UnknownArchitecture(
+                f"architectures names {name}, which ser does not export; a {family.name} checkpoint must be one of "
+                f"{', '.join(h.__name__ for h in family.heads)} (or a headless {', '.join(family.encoders)} to "
+                "fine-tune a head on)"
+            )
+        raise UnknownArchitecture(f"architectures names {name}, which is none of ser's families: {supported()}")
+    for spec in REGISTRY.values():
+        for head in spec.heads:
+            if head.config_class.model_type == model_type:
+                return Architecture(spec, head, head.__name__)
+    raise UnknownArchitecture(f"model_type {model_type!r} is none of ser's families: {supported()}")
+
+
+def supported() -> str:
+    return "; ".join(f"{s.name}: {', '.join(h.__name__ for h in s.heads)}" for s in REGISTRY.values())

@@ -15,14 +15,16 @@ from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
 from ser.runtime.tensorrt import TensorRTBackend, current_target, pick_engine, unavailable_reason
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+CHECK_SAMPLES = SAMPLE_RATE // 2  # the load-time graph check's clip: within every TensorRT profile (≥ 0.5 s)
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime runs; tensorrt: its TensorRT provider
 
 
 @dataclass(frozen=True)
 class Prediction:
-    label: str  # the most likely emotion
+    label: str  # the most likely emotion, as the model names it ("hap", "calm", "happy", ...)
     scores: dict[str, float]  # every label's probability, summing to 1
     duration_s: float  # length of the audio that was classified
+    canonical: str | None = None  # `label` as one of the seven (ser.labels.LABELS); None where it has none
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,23 @@ class EmotionRecognizer:
         self.bundle = bundle
         self.backend = backend
         self.labels: tuple[str, ...] = bundle.manifest.labels
+        self.canonical_labels = dict(zip(self.labels, bundle.manifest.canonical_labels, strict=True))
         if bundle.manifest.sample_rate != SAMPLE_RATE:
             raise BundleError(f"{bundle.path}: graphs at {bundle.manifest.sample_rate} Hz are not supported")
         if not backend.is_active:
             backend.activate()
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        """The graph must give one logit per label: a manifest that claims other labels than the graph has
+        would otherwise mislabel or drop scores. Checked on half a second of silence (also a warm-up)."""
+        audio = np.zeros((1, CHECK_SAMPLES), dtype=np.float32)
+        logits = self.backend.infer({"audio": audio, "lengths": np.array([CHECK_SAMPLES], dtype=np.int64)})["logits"]
+        if logits.shape != (1, len(self.labels)):
+            raise BundleError(
+                f"{self.bundle.path}: the graph gives logits of shape {list(logits.shape)} for one clip, but the "
+                f"manifest lists {len(self.labels)} labels; re-export the bundle"
+            )
 
     @classmethod
     def load(
@@ -200,14 +215,18 @@ class EmotionRecognizer:
         audio, lengths = pad_batch(clips)
         logits = self.backend.infer({"audio": audio, "lengths": lengths})["logits"]
         probabilities = softmax(logits.astype(np.float64))
-        return [
-            Prediction(
-                label=self.labels[int(p.argmax())],
-                scores={label: float(s) for label, s in zip(self.labels, p, strict=True)},
-                duration_s=float(n) / SAMPLE_RATE,
+        answers = []
+        for p, n in zip(probabilities, lengths, strict=True):
+            label = self.labels[int(p.argmax())]
+            answers.append(
+                Prediction(
+                    label=label,
+                    scores={label: float(s) for label, s in zip(self.labels, p, strict=True)},
+                    duration_s=float(n) / SAMPLE_RATE,
+                    canonical=self.canonical_labels[label],
+                )
             )
-            for p, n in zip(probabilities, lengths, strict=True)
-        ]
+        return answers
 
     def close(self) -> None:
         if self.backend.is_active:

@@ -62,6 +62,7 @@ class PredictResponse(BaseModel):
     label: str
     scores: dict[str, float]
     duration_s: float
+    canonical: str | None = None  # the label as one of ser's seven, where it has a counterpart
 
 
 class WindowResponse(BaseModel):
@@ -186,7 +187,12 @@ def create_app(settings: ServeSettings) -> FastAPI:
         _, batcher = recognizer_and_batcher()
         samples = await _read_samples(request, settings, settings.max_seconds)
         (prediction,) = await answer(batcher, [samples])
-        return PredictResponse(label=prediction.label, scores=prediction.scores, duration_s=prediction.duration_s)
+        return PredictResponse(
+            label=prediction.label,
+            scores=prediction.scores,
+            duration_s=prediction.duration_s,
+            canonical=prediction.canonical,
+        )
 
     @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
     async def timeline(
