@@ -109,8 +109,9 @@ def original_model(loaded: LoadedModel) -> OriginalModel:
     if source["kind"] == "random-init":
         torch.manual_seed(source["seed"])
         model = cls(copy.deepcopy(loaded.model.config))
-    elif source["kind"] == "checkpoint" and (Path(where) / "model.pt").is_file() and not has_pretrained_weights(Path(where)):
-        model = cls(cls.config_class.from_pretrained(where))  # a plain state dict: strict, or it is not the model
+    elif source["kind"] == "checkpoint" and not has_pretrained_weights(Path(where)):
+        # a plain state dict (model.pt): loaded strictly, or it is not the model
+        model = cls(cls.config_class.from_pretrained(where))
         model.load_state_dict(torch.load(Path(where) / "model.pt", map_location="cpu", weights_only=True))
     else:
         model = (cls if library is not None else AutoModelForAudioClassification).from_pretrained(where)
@@ -122,4 +123,3 @@ def original_model(loaded: LoadedModel) -> OriginalModel:
     if feature_extractor is None:
         feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=loaded.normalize, return_attention_mask=True)
     return OriginalModel(model, feature_extractor, reference)
-
