@@ -101,3 +101,33 @@ def test_existing_bundle_needs_overwrite(tmp_path):
     assert (tmp_path / "b" / "model.onnx").read_bytes() == b"second"
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no staging or old folders left behind
     Bundle.load(tmp_path / "b")
+
+
+@pytest.mark.parametrize(
+    ("labels", "reason"),
+    [
+        (["a", "b"], "2 labels for 3 logits"),
+        (["a", "b", "c", "d"], "4 labels for 3 logits"),
+        (["a", "b", "a"], "label 'a' is given twice (ids 0 and 2)"),
+        (["a", "", "c"], "label 1 is empty"),
+        (["a", 7, "c"], "label 1 is empty"),
+    ],
+)
+def test_labels_must_name_the_logits_one_to_one(tmp_path, labels, reason):
+    _write(tmp_path / "b")
+    manifest = json.loads((tmp_path / "b" / MANIFEST_NAME).read_text())
+    (tmp_path / "b" / MANIFEST_NAME).write_text(json.dumps({**manifest, "labels": labels}))
+    with pytest.raises(BundleError, match="labels: " + reason.replace("(", r"\(").replace(")", r"\)")):
+        Bundle.load(tmp_path / "b")
+
+
+def test_canonical_labels_are_recorded_and_checked(tmp_path):
+    _write(tmp_path / "b")
+    path = tmp_path / "b" / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    assert manifest["canonical_labels"] == [None, None, None]
+    path.write_text(json.dumps({**manifest, "labels": ["neu", "calm", "Angry"], "canonical_labels": []}))
+    assert Bundle.load(tmp_path / "b").manifest.canonical_labels == ("neutral", None, "angry")
+    path.write_text(json.dumps({**manifest, "canonical_labels": ["happy", "bored", None]}))
+    with pytest.raises(BundleError, match="canonical_labels must give one of angry"):
+        Bundle.load(tmp_path / "b")

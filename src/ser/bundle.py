@@ -63,6 +63,10 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
     format_version: int = FORMAT_VERSION
 
+    def __post_init__(self) -> None:
+        if not self.canonical_labels:  # manifests from before canonical labels: derived from the labels
+            object.__setattr__(self, "canonical_labels", canonical_labels(self.labels))
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
 
@@ -78,7 +82,7 @@ class Manifest:
             manifest = cls(
                 model=ModelInfo(**data["model"]),
                 labels=labels,
-                canonical_labels=tuple(data.get("canonical_labels") or canonical_labels(labels)),
+                canonical_labels=tuple(data.get("canonical_labels") or ()),
                 sample_rate=int(data["sample_rate"]),
                 precision=data["precision"],
                 inputs=tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in data["inputs"]),

@@ -98,3 +98,12 @@ def test_missing_keys_bad_yaml_and_missing_files(tmp_path):
         load_suite(tmp_path / "absent.yaml")
     with pytest.raises(SuiteError, match="the top level: must be a mapping"):
         parse_suite(["models"], Path("s.yaml"))
+
+
+def test_a_checkpoint_names_its_own_model(tiny_checkpoint, tmp_path):
+    suite = parse(models=[{"checkpoint": str(tiny_checkpoint("unispeech-sat"))}])
+    assert suite.models[0].model == "unispeech-sat"
+    with pytest.raises(SuiteError, match=r"s\.yaml: models\[0\]\.checkpoint: .*no such checkpoint folder"):
+        parse(models=[{"checkpoint": str(tmp_path / "absent")}])
+    with pytest.raises(SuiteError, match=r"s\.yaml: models\[0\]: needs model"):
+        parse(models=[{}])

@@ -94,3 +94,22 @@ def test_timeline_windows_are_the_clips_own_predictions(recognizer):
     mean = {k: np.mean([w.scores[k] for w in timeline.windows]) for k in timeline.scores}  # equal-length windows
     assert timeline.scores == pytest.approx(mean) and timeline.label == max(mean, key=mean.get)
     assert timeline.duration_s == pytest.approx(4.5)
+
+
+def test_a_manifest_whose_labels_are_not_the_graphs_is_refused_at_load(tiny_bundle, tmp_path):
+    """Labels and outputs edited to agree with each other, but not with the graph's 7 logits."""
+    import json
+    import shutil
+
+    copy = shutil.copytree(tiny_bundle("resnet18"), tmp_path / "copy")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["labels"], manifest["canonical_labels"] = ["neu", "hap", "sad"], []
+    manifest["outputs"][0]["shape"] = ["batch", 3]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"logits of shape \[1, 7\] for one clip, but the manifest lists 3 labels"):
+        EmotionRecognizer.load(copy, device="cpu")
+
+
+def test_predictions_name_their_canonical_emotion(recognizer):
+    prediction = recognizer.predict(np.zeros(8000, dtype=np.float32), sample_rate=16_000)
+    assert prediction.canonical == prediction.label  # the seven labels are their own canonical names

@@ -175,3 +175,35 @@ def test_fine_tuning_a_bare_wavlm_encoder_gives_the_enhanced_head(synth_corpus, 
     assert type(tuned).__name__ == "WavLMForEmotion" and tuned.config.num_labels == 7
     key = "encoder.layers.1.attention.q_proj.weight"
     torch.testing.assert_close(tuned.wavlm.state_dict()[key], encoder.state_dict()[key])
+    start = json.loads((tmp_path / "run" / "start.json").read_text())
+    assert start["architecture"] == "WavLMModel"
+    assert "classifier.4.weight" in start["initialized"] and "layer_weights" in start["initialized"]
+    assert not [k for k in start["initialized"] if k.startswith("wavlm.")]  # the encoder was loaded, all of it
+
+
+def test_ser_train_infers_the_model_and_keeps_a_stock_head_class(synth_corpus, tmp_path):
+    """A stock WavLMForSequenceClassification with four labels, fine-tuned on the seven: it stays stock, only
+    its classifier is new, and the run says so."""
+    from transformers import WavLMConfig, WavLMForSequenceClassification
+
+    from ser.models.registry import REGISTRY
+
+    torch.manual_seed(0)
+    labels = {"id2label": dict(enumerate(("neu", "hap", "ang", "sad")))}
+    stock = WavLMForSequenceClassification(WavLMConfig(**REGISTRY["wavlm"].sizes["tiny"], **labels))
+    stock.save_pretrained(tmp_path / "stock")
+    script = Path(sys.executable).parent / "ser-train"
+    args = ["--data", synth_corpus, "--checkpoint", tmp_path / "stock", "--epochs", "1", "--workers", "0",
+            "--no-augment", "--max-seconds", "2", "--lr", "0", "-q"]  # fmt: skip
+    result = subprocess.run([script, *map(str, args), "--out", tmp_path / "run"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    tuned = load_model(None, tmp_path / "run")
+    assert tuned.spec.name == "wavlm" and tuned.architecture == "WavLMForSequenceClassification"
+    assert tuned.labels == LABELS
+    start = json.loads((tmp_path / "run" / "start.json").read_text())
+    assert start["architecture"] == "WavLMForSequenceClassification"
+    assert start["initialized"] == ["classifier.bias", "classifier.weight"]
+
+    refused = subprocess.run([script, *map(str, args), "--model", "hubert", "--out", tmp_path / "r2"],
+                             capture_output=True, text=True)  # fmt: skip
+    assert refused.returncode == 1 and "--model hubert, but the checkpoint is a wavlm model" in refused.stderr

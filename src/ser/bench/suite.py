@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ser.models.checkpoint import CheckpointError, detect
 from ser.models.registry import REGISTRY
 
 # backend name → (precisions it runs, the device it runs on; None: the suite's `device`)
@@ -274,7 +275,14 @@ class _Reader:
     def model(self, value: Any, key: str) -> ModelEntry:
         if isinstance(value, str):
             value = {"model": value}
-        entry = self.mapping(value, key, required={"model"}, optional={"size", "checkpoint"})
+        entry = dict(self.mapping(value, key, optional={"model", "size", "checkpoint"}))
+        if "model" not in entry:
+            if not isinstance(entry.get("checkpoint"), str):
+                raise self.fail(key, "needs model (and size, for random weights) or a checkpoint that names its model")
+            try:  # the checkpoint's config.json names its family, as for ser-export
+                entry["model"] = detect(entry["checkpoint"]).spec.name
+            except CheckpointError as e:
+                raise self.fail(f"{key}.checkpoint", str(e)) from None
         name = self.choice(entry["model"], f"{key}.model", REGISTRY)
         if "size" in entry and "checkpoint" in entry:
             raise self.fail(key, "give size (random weights) or checkpoint (trained), not both")

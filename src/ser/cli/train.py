@@ -1,4 +1,4 @@
-"""`ser-train`: fine-tune one of the four models on a labelled folder into a run folder."""
+"""`ser-train`: fine-tune one of the model families on a labelled folder into a run folder."""
 
 from __future__ import annotations
 
@@ -11,7 +11,13 @@ from ser.cli.export import MODEL_NAMES, SIZES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--model", type=click.Choice(MODEL_NAMES), required=True, help="Architecture to train.")
+@click.option(
+    "--model",
+    type=click.Choice(MODEL_NAMES),
+    default=None,
+    help="Model family to train. With --checkpoint: inferred from it (given, it must agree); a checkpoint with a "
+    "classification head keeps its class, a headless encoder gets the family's head.",
+)
 @click.option(
     "--data",
     type=click.Path(path_type=Path),
@@ -75,11 +81,20 @@ def train_command(
     checkpoint that ser-export reads; test-split metrics go to metrics.json and confusion.png."""
     from ser.cli import setup_logging
     from ser.models import CheckpointError
+    from ser.models.checkpoint import detect
     from ser.training.augment import AugmentOptions
     from ser.training.data import DataError
     from ser.training.loop import TrainError, TrainOptions, train
 
     setup_logging(verbose=not quiet)
+    if model is None:
+        if checkpoint is None:
+            raise click.UsageError("give --model (training from scratch) or --checkpoint (its config names the model)")
+        try:
+            model = detect(checkpoint).spec.name
+        except CheckpointError as e:
+            click.echo(f"ser-train: error: {e}", err=True)
+            sys.exit(1)
     augment = None if no_augment else AugmentOptions(pitch_semitones=pitch_semitones, snr_db=noise_snr)
     options = TrainOptions(
         model=model,

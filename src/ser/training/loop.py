@@ -3,8 +3,9 @@
 The model trains behind the same WaveformClassifier that is exported, so the masking and the
 in-graph normalisation it learns with are the ones it is deployed with. A run folder holds:
 config.json, model.safetensors, preprocessor_config.json (the best epoch, by validation macro-F1:
-a checkpoint `ser-export --checkpoint` loads), split.json, options.json, history.json, state.pt (the
-last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
+a checkpoint `ser-export --checkpoint` loads), split.json, options.json, start.json (the checkpoint it
+started from, the class it loaded as, and which weights were initialised for a new head), history.json,
+state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from ser.training.metrics import ClassificationMetrics, classification_metrics, 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "state.pt"
+START_FILE = "start.json"
 MAX_EVAL_SECONDS = 30.0  # longer clips are cut for evaluation, to bound memory
 
 
@@ -200,6 +202,13 @@ class _Run:
         overrides = {key: options.dropout for key in spec.dropout_keys} if options.dropout is not None else {}
         if options.checkpoint:
             self.loaded = load_model(spec.name, options.checkpoint, labels=LABELS, overrides=overrides)
+            if self.loaded.source.get("initialized"):
+                log.info(
+                    "%s: a new %d-label head; initialised %s",
+                    options.checkpoint,
+                    len(LABELS),
+                    ", ".join(self.loaded.source["initialized"]),
+                )
         else:
             overrides |= spec.from_scratch
             self.loaded = load_model(
@@ -242,6 +251,8 @@ class _Run:
             raise TrainError(f"{self.o.data}: too few clips to split into train, validation and test")
         split.save(self.out / "split.json", corpus.root)
         write_atomic(self.out / "options.json", self.o.to_json())
+        # Where the run started: the checkpoint, the class it was loaded as, the weights initialised for a new head.
+        write_atomic(self.out / START_FILE, json.dumps(self.loaded.source, indent=2) + "\n")
         return split
 
     def _loader(self, clips: Sequence[Clip], train: bool) -> DataLoader:
