@@ -78,7 +78,12 @@ def test_export_above_tolerance_fails_and_writes_nothing(tmp_path, tiny_checkpoi
 def test_random_init_is_recorded(tmp_path):
     bundle = export_bundle(ExportOptions("resnet18", size="tiny", random_init=True), tmp_path / "b")
     manifest = json.loads((bundle.path / "manifest.json").read_text())
-    assert manifest["source"] == {"kind": "random-init", "seed": 0, "architecture": "ResNet18ForEmotion", "normalize": False}
+    assert manifest["source"] == {
+        "kind": "random-init",
+        "seed": 0,
+        "architecture": "ResNet18ForEmotion",
+        "normalize": False,
+    }
 
 
 def test_precisions_exported_from_one_traced_graph_match_their_own_exports(tmp_path, tiny_checkpoint):
