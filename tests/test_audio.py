@@ -1,3 +1,5 @@
+import io
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -106,3 +108,58 @@ def test_array_needs_its_rate_and_layout():
 
 def test_file_rate_conflicting_with_argument(write_clip):
     _expect_error(write_clip("clip.wav", rate=22_050), "22050 Hz", sample_rate=SAMPLE_RATE)
+
+
+@pytest.mark.parametrize("rate", [1, 3_999, 384_001, 4_000_000])
+def test_absurd_rates_are_refused_from_the_header(rate):
+    from tests.conftest import wav_claiming_rate
+
+    data = wav_claiming_rate(rate)  # 32 KB, and at 1 Hz "16,000 s" that would resample to 256 M samples
+    with pytest.raises(AudioError, match=rf"<bytes>: a sample rate of {rate} Hz is outside 4000-384000 Hz"):
+        load_audio(data)
+    with pytest.raises(AudioError, match="outside 4000-384000 Hz"):
+        load_audio(np.zeros(1000, np.float32), sample_rate=rate)
+
+
+def test_a_header_claiming_2_to_the_36_samples_is_refused_before_decoding():
+    from tests.conftest import flac_claiming_frames
+
+    data = flac_claiming_frames((1 << 36) - 1)
+    assert sf.info(io.BytesIO(data)).frames == (1 << 36) - 1  # libsndfile believes it
+    with pytest.raises(AudioError, match="would decode to more than 2 GiB"):
+        load_audio(data)
+    with pytest.raises(AudioError, match=r"4294967\.3 s of audio is over the limit of 60 s"):
+        load_audio(data, max_seconds=60)
+
+
+def test_the_duration_limit_is_read_from_the_header(write_clip):
+    clip = write_clip("long.flac", seconds=3.0, rate=44_100, channels=2)
+    with pytest.raises(AudioError, match=r"long\.flac: 3\.0 s of audio is over the limit of 2 s"):
+        load_audio(clip, max_seconds=2)
+    assert len(load_audio(clip, max_seconds=3.5)) == 3 * SAMPLE_RATE
+
+
+def test_samples_that_overflow_when_mixed_or_resampled_are_refused():
+    from tests.conftest import float_wav
+
+    # near the float32 limit: finite as stored; mixing in float64 keeps it finite, resampling does not
+    with pytest.raises(AudioError, match=r"contains (NaN|Inf) samples once resampled from 44100 Hz"):
+        load_audio(float_wav(3.4e38, rate=44_100))
+    assert np.isfinite(load_audio(float_wav(3.4e38))).all()  # at 16 kHz: finite (the recognizer checks the answer)
+    with pytest.raises(AudioError, match="contains Inf samples"):
+        load_audio(float_wav(np.inf))
+
+
+def test_an_unreadable_file_is_an_audio_error_of_that_file(tmp_path, write_clip):
+    import subprocess
+    import sys
+
+    from tests.conftest import without_root_privileges
+
+    clip = write_clip("locked.wav")
+    clip.chmod(0)
+    script = "from ser.audio import load_audio, AudioError\ntry: load_audio(r'%s')\nexcept AudioError as e: print(e)"
+    result = subprocess.run(without_root_privileges([sys.executable, "-c", script % clip]), capture_output=True,
+                            text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{clip}: cannot be read: Permission denied"

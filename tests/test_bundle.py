@@ -131,3 +131,48 @@ def test_canonical_labels_are_recorded_and_checked(tmp_path):
     path.write_text(json.dumps({**manifest, "canonical_labels": ["happy", "bored", None]}))
     with pytest.raises(BundleError, match="canonical_labels must give one of angry"):
         Bundle.load(tmp_path / "b")
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../x", "../b/model.onnx", "sub/model.onnx", "", ".."])
+def test_files_outside_the_bundle_are_refused_by_name_alone(tmp_path, name):
+    _write(tmp_path / "b")
+    path = tmp_path / "b" / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    path.write_text(json.dumps({**manifest, "files": {**manifest["files"], name: "0" * 64}}))
+    with pytest.raises(BundleError, match="is not a plain file name inside the bundle; refused"):
+        Bundle.load(tmp_path / "b")
+
+
+def test_whether_an_outside_file_exists_does_not_change_the_answer(tmp_path):
+    """Nothing outside is read or hashed, so the refusal cannot tell an attacker what exists there."""
+    _write(tmp_path / "b")
+    (tmp_path / "x").write_text("outside")
+    path = tmp_path / "b" / MANIFEST_NAME
+    manifest = json.loads(path.read_text())
+    messages = []
+    for name in ("../x", "../y"):  # ../x exists, ../y does not
+        path.write_text(json.dumps({**manifest, "files": {**manifest["files"], name: "0" * 64}}))
+        with pytest.raises(BundleError) as error:
+            Bundle.load(tmp_path / "b")
+        messages.append(str(error.value).replace(name, "NAME"))
+    assert messages[0] == messages[1]
+
+
+def test_links_that_leave_the_bundle_and_unlisted_files_are_refused(tmp_path):
+    import os
+
+    _write(tmp_path / "b")
+    outside = tmp_path / "elsewhere.onnx"
+    os.replace(tmp_path / "b" / "model.onnx", outside)
+    (tmp_path / "b" / "model.onnx").symlink_to(outside)  # same bytes, same sha256: only the link is wrong
+    with pytest.raises(BundleError, match=r"model\.onnx is a symbolic link that leaves the bundle folder"):
+        Bundle.load(tmp_path / "b")
+
+    _write(tmp_path / "c")
+    (tmp_path / "c" / "model.onnx.data").write_bytes(b"weights nobody checked")
+    with pytest.raises(BundleError, match=r"model\.onnx\.data is not in the manifest"):
+        Bundle.load(tmp_path / "c")
+    (tmp_path / "c" / "model.onnx.data").unlink()
+    (tmp_path / "c" / "ort-tensorrt-cache").mkdir()  # the runtime's own engine cache is not the bundle's
+    (tmp_path / "c" / "ort-tensorrt-cache" / "engine").write_bytes(b"cached")
+    assert Bundle.load(tmp_path / "c").manifest.files.keys() == {"model.onnx"}

@@ -6,8 +6,10 @@ numpy, soundfile and soxr only, so the runtime can use it without torch.
 from __future__ import annotations
 
 import io
+import os
 import struct
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import soundfile as sf
@@ -15,6 +17,12 @@ import soxr
 
 SAMPLE_RATE = 16_000  # Hz, what every exported graph expects
 MIN_SAMPLES = 400  # 25 ms: the wav2vec2 family's convolutional receptive field
+# Rates a recording can plausibly have. Outside them a header is lying or broken, and resampling from
+# 1 Hz would turn a 32 KB upload into gigabytes of samples.
+MIN_RATE, MAX_RATE = 4_000, 384_000
+# The most decoded samples (all channels, float32) one call will hold: 2 GiB, whatever a header claims.
+MAX_DECODED_BYTES = 2 << 30
+_BLOCK_FRAMES = 1 << 20  # decode in blocks, so a header that overstates its length costs no memory
 
 AudioInput = str | Path | bytes | np.ndarray
 
@@ -23,71 +31,131 @@ class AudioError(ValueError):
     """Audio that cannot be used: the message names the source and the reason."""
 
 
-def load_audio(source: AudioInput, sample_rate: int | None = None, *, name: str | None = None) -> np.ndarray:
+def load_audio(
+    source: AudioInput,
+    sample_rate: int | None = None,
+    *,
+    name: str | None = None,
+    max_seconds: float | None = None,
+) -> np.ndarray:
     """Return `source` as mono float32 samples at SAMPLE_RATE, shape [samples].
 
     `source` is a file path, the bytes of an encoded file (wav, flac, ogg, mp3), or an array of
     samples ([samples] or [samples, channels]) whose `sample_rate` must then be given.
     `name` is how errors refer to the source (defaults to the path, or "<bytes>"/"<array>").
+    `max_seconds` refuses longer audio from its header, before anything is decoded; the rate must be
+    within MIN_RATE..MAX_RATE and the decoded samples within MAX_DECODED_BYTES in any case.
     """
     if isinstance(source, np.ndarray):
         name = name or "<array>"
         if sample_rate is None:
             raise AudioError(f"{name}: an array of samples needs its sample_rate")
-        samples, rate = _check_array(source, name), sample_rate
+        samples = _check_array(source, name)
+        _check_header(len(samples), sample_rate, samples.shape[1], name, max_seconds)
+        rate = sample_rate
+    elif isinstance(source, (bytes, bytearray)):
+        name = name or "<bytes>"
+        if not source:
+            raise AudioError(f"{name}: the file is empty (0 bytes)")
+        samples, rate = _decode(io.BytesIO(bytes(source)), name, max_seconds)
     else:
-        if isinstance(source, (bytes, bytearray)):
-            name, data = name or "<bytes>", bytes(source)
-        else:
-            name = name or str(source)
-            data = _read_file(Path(source), name)
-        samples, rate = _decode(data, name)
-        if sample_rate is not None and sample_rate != rate:
-            raise AudioError(f"{name}: the file says {rate} Hz but sample_rate={sample_rate} was given")
+        name = name or str(source)
+        with _open_file(Path(source), name) as f:
+            samples, rate = _decode(f, name, max_seconds)
+    if sample_rate is not None and not isinstance(source, np.ndarray) and sample_rate != rate:
+        raise AudioError(f"{name}: the file says {rate} Hz but sample_rate={sample_rate} was given")
     return _finish(samples, rate, name)
 
 
-def _read_file(path: Path, name: str) -> bytes:
+def _open_file(path: Path, name: str) -> BinaryIO:
     if not path.exists():
         raise AudioError(f"{name}: no such file")
     if not path.is_file():
         raise AudioError(f"{name}: not a regular file")
-    return path.read_bytes()
-
-
-def _decode(data: bytes, name: str) -> tuple[np.ndarray, int]:
-    if not data:
-        raise AudioError(f"{name}: the file is empty (0 bytes)")
-    _check_wav_complete(data, name)
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
-            declared, rate = f.frames, f.samplerate
-            samples = f.read(dtype="float32", always_2d=True)
+        f = open(path, "rb")  # noqa: SIM115 - closed by the caller's with-block
+    except OSError as e:  # permission denied, I/O error: this file's problem, not the caller's
+        raise AudioError(f"{name}: cannot be read: {e.strerror or e}") from None
+    if os.fstat(f.fileno()).st_size == 0:
+        f.close()
+        raise AudioError(f"{name}: the file is empty (0 bytes)")
+    return f
+
+
+def _check_header(frames: int, rate: int, channels: int, name: str, max_seconds: float | None) -> int:
+    """Refuse, from what the header (or array) says alone, audio that is implausible or over the limits.
+    Returns the most frames the limits allow (for decoders that cannot count frames up front)."""
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(f"{name}: a sample rate of {rate} Hz is outside {MIN_RATE}-{MAX_RATE} Hz")
+    if channels < 1:
+        raise AudioError(f"{name}: {channels} channels")
+    allowed = MAX_DECODED_BYTES // (4 * channels)
+    if max_seconds is not None:
+        allowed = min(allowed, int(max_seconds * rate))
+    seconds = frames / rate
+    if max_seconds is not None and seconds > max_seconds:
+        raise AudioError(f"{name}: {seconds:.1f} s of audio is over the limit of {max_seconds:g} s")
+    if frames > allowed:
+        raise AudioError(
+            f"{name}: {frames} frames × {channels} channels would decode to more than "
+            f"{MAX_DECODED_BYTES >> 30} GiB; split the recording"
+        )
+    return allowed
+
+
+def _decode(f: BinaryIO, name: str, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    _check_wav_complete(f, name)
+    try:
+        with sf.SoundFile(f) as audio:
+            declared, rate, channels = audio.frames, audio.samplerate, audio.channels
+            allowed = _check_header(max(declared, 0), rate, channels, name, max_seconds)
+            wanted = declared if declared > 0 else allowed + 1  # a stream of unknown length: up to the limit
+            blocks, read = [], 0
+            while read < wanted:
+                block = audio.read(min(_BLOCK_FRAMES, wanted - read), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
+                blocks.append(block)
+                read += len(block)
     except sf.LibsndfileError as e:
         raise AudioError(f"{name}: not readable audio (wav, flac, ogg or mp3): {e.error_string}") from None
     except (RuntimeError, TypeError) as e:  # soundfile's other decode failures
         raise AudioError(f"{name}: not readable audio (wav, flac, ogg or mp3): {e}") from None
-    if len(samples) < declared:
-        raise AudioError(f"{name}: truncated: the header promises {declared} frames, the file holds {len(samples)}")
-    return samples, rate
+    except MemoryError:
+        raise AudioError(f"{name}: does not fit in memory once decoded") from None
+    if declared > 0 and read < declared:
+        raise AudioError(f"{name}: truncated: the header promises {declared} frames, the file holds {read}")
+    if read > allowed:
+        raise AudioError(f"{name}: longer than the limit of {allowed / rate:g} s")
+    if not blocks:
+        return np.zeros((0, channels), np.float32), rate
+    return (np.concatenate(blocks) if len(blocks) > 1 else blocks[0]), rate
 
 
-def _check_wav_complete(data: bytes, name: str) -> None:
+def _check_wav_complete(f: BinaryIO, name: str) -> None:
     """libsndfile silently shortens a WAV whose data chunk is cut off; refuse it instead."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        return
-    pos = 12
-    while pos + 8 <= len(data):
-        chunk, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        if chunk == b"data":
-            available = len(data) - pos - 8
-            # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never filled in the size.
-            if size not in (0, 0xFFFFFFFF) and available < size:
-                raise AudioError(
-                    f"{name}: truncated: the WAV data chunk declares {size} bytes, the file holds {available}"
-                )
+    size_of_file = f.seek(0, io.SEEK_END)
+    f.seek(0)
+    head = f.read(12)
+    try:
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return
-        pos += 8 + size + (size & 1)
+        pos = 12
+        while pos + 8 <= size_of_file:
+            f.seek(pos)
+            header = f.read(8)
+            chunk, size = header[:4], struct.unpack("<I", header[4:8])[0]
+            if chunk == b"data":
+                available = size_of_file - pos - 8
+                # 0 and 0xFFFFFFFF mark streamed WAVs whose writer never filled in the size.
+                if size not in (0, 0xFFFFFFFF) and available < size:
+                    raise AudioError(
+                        f"{name}: truncated: the WAV data chunk declares {size} bytes, the file holds {available}"
+                    )
+                return
+            pos += 8 + size + (size & 1)
+    finally:
+        f.seek(0)
 
 
 def _check_array(samples: np.ndarray, name: str) -> np.ndarray:
@@ -104,23 +172,32 @@ def _check_array(samples: np.ndarray, name: str) -> np.ndarray:
 
 
 def _finish(samples: np.ndarray, rate: int, name: str) -> np.ndarray:
-    """[samples, channels] at `rate` → checked mono float32 at SAMPLE_RATE."""
-    if rate <= 0:
-        raise AudioError(f"{name}: sample rate must be positive, got {rate}")
+    """[samples, channels] at `rate` → checked mono float32 at SAMPLE_RATE; finite at every step, since
+    float samples near ±3.4e38 are finite but overflow when mixed or resampled."""
     if samples.size == 0:
         raise AudioError(f"{name}: zero length: no samples")
-    if not np.isfinite(samples).all():
-        bad = "NaN" if np.isnan(samples).any() else "Inf"
-        raise AudioError(f"{name}: contains {bad} samples")
-    mono = samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0]
+    _check_finite(samples, name, "")
+    # float64 sums: two channels near the float32 limit add up past it
+    mono = samples.mean(axis=1, dtype=np.float64) if samples.shape[1] > 1 else samples[:, 0]
+    mono = mono.astype(np.float32)
+    _check_finite(mono, name, " once mixed to mono")
     if rate != SAMPLE_RATE:
         mono = soxr.resample(mono, rate, SAMPLE_RATE, quality="HQ")
+        _check_finite(mono, name, f" once resampled from {rate} Hz")
     if len(mono) < MIN_SAMPLES:
         raise AudioError(
             f"{name}: too short: {len(mono) / SAMPLE_RATE * 1000:.1f} ms, at least "
             f"{MIN_SAMPLES / SAMPLE_RATE * 1000:.0f} ms is needed"
         )
     return np.ascontiguousarray(mono, dtype=np.float32)
+
+
+def _check_finite(samples: np.ndarray, name: str, where: str) -> None:
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(samples).all():
+            return
+    bad = "NaN" if np.isnan(samples).any() else "Inf"
+    raise AudioError(f"{name}: contains {bad} samples{where}")
 
 
 def synthetic_voice(length: int, seed: int, rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -21,6 +21,8 @@ from ser.staging import StagedFolder
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
+ORT_TENSORRT_CACHE = "ort-tensorrt-cache"  # where ONNX Runtime's TensorRT provider keeps its engines
+CACHE_DIRS = (ORT_TENSORRT_CACHE,)  # folders the runtime itself writes into a bundle; not checked
 
 
 class BundleError(ValueError):
@@ -166,8 +168,16 @@ class Bundle:
         manifest = Manifest.from_dict(data, str(manifest_path))
         if ONNX_NAME not in manifest.files:
             raise BundleError(f"{manifest_path}: lists no {ONNX_NAME}")
+        root = path.resolve()
+        for name in manifest.files:  # judged by name alone first: nothing outside the folder is ever touched
+            if not _is_plain_name(name):
+                raise BundleError(
+                    f"{manifest_path}: files entry {name!r} is not a plain file name inside the bundle; refused"
+                )
         for name, expected in manifest.files.items():
             file = path / name
+            if file.is_symlink() and not file.resolve().is_relative_to(root):
+                raise BundleError(f"{path}: {name} is a symbolic link that leaves the bundle folder; copy the file in")
             if not file.is_file():
                 raise BundleError(f"{path}: {name} is listed in the manifest but missing; copy the whole folder")
             if sha256_file(file) != expected:
@@ -175,7 +185,37 @@ class Bundle:
                     f"{path}: {name} does not match its sha256 in the manifest (corrupted or modified); "
                     "re-export or re-copy the bundle"
                 )
+        unlisted = _unlisted_files(path, set(manifest.files))
+        if unlisted:
+            raise BundleError(
+                f"{path}: {unlisted[0]} is not in the manifest: every file a graph may read must be listed and "
+                "hashed; remove it or re-export the bundle"
+            )
         return cls(path, manifest)
+
+
+def _is_plain_name(name: object) -> bool:
+    """A bundle file is named by a bare file name: no folders, no '..', nothing absolute."""
+    return (
+        isinstance(name, str)
+        and name not in ("", ".", "..")
+        and "/" not in name
+        and "\\" not in name
+        and "\0" not in name
+        and name != MANIFEST_NAME
+    )
+
+
+def _unlisted_files(path: Path, listed: set[str]) -> list[str]:
+    """Files (and links) in the bundle that the manifest does not list, outside the runtime's own caches."""
+    found = []
+    for entry in sorted(path.rglob("*")):
+        relative = entry.relative_to(path)
+        if relative.parts[0] in CACHE_DIRS or (entry.is_dir() and not entry.is_symlink()):
+            continue
+        if str(relative) not in listed and str(relative) != MANIFEST_NAME:
+            found.append(str(relative))
+    return found
 
 
 class BundleWriter(StagedFolder):

@@ -113,3 +113,85 @@ def test_a_manifest_whose_labels_are_not_the_graphs_is_refused_at_load(tiny_bund
 def test_predictions_name_their_canonical_emotion(recognizer):
     prediction = recognizer.predict(np.zeros(8000, dtype=np.float32), sample_rate=16_000)
     assert prediction.canonical == prediction.label  # the seven labels are their own canonical names
+
+
+def test_predict_each_answers_or_refuses_each_item_and_predict_batch_is_all_or_nothing(recognizer, write_clip):
+    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate
+
+    good = write_clip("good.wav", seconds=1.0)
+    items = [good, wav_claiming_rate(1), flac_claiming_frames((1 << 36) - 1), float_wav(3.4e38), good.read_bytes()]
+    results = recognizer.predict_each(items, batch_size=8)
+    assert [type(r).__name__ for r in results] == ["Prediction", "AudioError", "AudioError", "AudioError", "Prediction"]
+    assert "outside 4000-384000 Hz" in str(results[1]) and "more than 2 GiB" in str(results[2])
+    assert "the model's answer" in str(results[3]) and "is not finite" in str(results[3])
+    assert results[0] == results[4]  # the clip beside the bad ones answers as it would alone
+    assert results[0] == recognizer.predict(good)
+    with pytest.raises(AudioError, match="outside 4000-384000 Hz"):
+        recognizer.predict_batch(items)
+    long = write_clip("long.wav", seconds=3.0)
+    (refused,) = recognizer.predict_each([long], max_seconds=2.0)
+    assert isinstance(refused, AudioError) and "over the limit of 2 s" in str(refused)
+
+
+def test_an_answer_is_never_nan(recognizer):
+    from tests.conftest import float_wav
+
+    with pytest.raises(AudioError, match="not finite"):
+        recognizer.predict(float_wav(3.4e38))
+
+
+@pytest.mark.parametrize("batch_size", [0, -3])
+def test_batch_sizes_below_one_are_refused(recognizer, batch_size):
+    clip = np.zeros(8000, np.float32)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        recognizer.predict_batch([clip], 16_000, batch_size=batch_size)
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        recognizer.timeline(clip, 16_000, batch_size=batch_size)
+
+
+def test_timeline_window_count_is_bounded_before_any_window_is_made(recognizer):
+    from ser.runtime.recognizer import window_bounds
+
+    ten_seconds = np.zeros(160_000, np.float32)
+    with pytest.raises(ValueError, match="makes 79201 windows, over the limit of 1000"):
+        recognizer.timeline(ten_seconds, 16_000, window_s=0.1, hop_s=0.0001, max_windows=1000)
+    assert len(window_bounds(160_000, 0.1, 0.0001)) == 79_201  # what it counted is what it would make
+    for window, hop in [(0.1, 0.00001), (float("nan"), 1.0), (2.0, float("inf"))]:
+        with pytest.raises(ValueError, match=r"finite|one sample"):
+            window_bounds(160_000, window, hop)
+
+
+def test_external_data_outside_the_bundle_is_a_bundle_error(tiny_bundle, tmp_path):
+    """A graph whose weights point outside the folder (hashes all in order): ONNX Runtime refuses it, and
+    the refusal is a BundleError naming the file, as ser-infer's exit status 2 says."""
+    import hashlib
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import onnx
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    copy = shutil.copytree(tiny_bundle("resnet18"), tmp_path / "bundle")
+    model = onnx.load(copy / "model.onnx")
+    convert_model_to_external_data(model, location="stolen.data", size_threshold=0)
+    onnx.save_model(model, copy / "model.onnx")
+    (copy / "stolen.data").rename(tmp_path / "stolen.data")
+    model = onnx.load(copy / "model.onnx", load_external_data=False)
+    for tensor in model.graph.initializer:  # onnx's writer refuses '..'; an attacker's does not
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = "../stolen.data"
+    (copy / "model.onnx").write_bytes(model.SerializeToString())
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["files"]["model.onnx"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"model\.onnx: the runtime cannot load it"):
+        EmotionRecognizer.load(copy, device="cpu")
+    script = Path(sys.executable).parent / "ser-infer"
+    clip = tmp_path / "a.wav"
+    sf.write(clip, np.zeros(8000, np.float32), 16_000)
+    result = subprocess.run([script, copy, clip], capture_output=True, text=True)
+    assert result.returncode == 2 and "the runtime cannot load it" in result.stderr and "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ import pytest
 import uvicorn
 
 from ser.serve import ServeSettings, create_app
+from ser.serve.protocol import server_options
 
 
 @contextmanager
@@ -18,7 +19,8 @@ def running_service(settings: ServeSettings) -> Iterator[httpx.Client]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    options = server_options(settings.keep_alive_s, settings.max_connections)  # as ser-serve runs it
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -1,6 +1,7 @@
 """Command line: `ser <command>`, and each command as its own `ser-<command>` script."""
 
 import logging
+import signal
 
 import click
 
@@ -23,6 +24,17 @@ def setup_logging(verbose: bool = True) -> None:
     logger.setLevel(logging.INFO if verbose else logging.WARNING)
     for noisy in ("onnxscript", "onnx_ir", "torch.onnx"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def stop_on_sigterm() -> None:
+    """End on SIGTERM (kill, systemd, Kubernetes) as on Ctrl-C: KeyboardInterrupt unwinds every with-block,
+    so staged output folders and temporary graphs are removed. A second SIGTERM ends the process at once."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -31,9 +31,10 @@ def run_command(suite: Path, out: Path, overwrite: bool) -> None:
     from ser.bench.report import REPORT_NAME, print_table
     from ser.bench.run import run_suite
     from ser.bench.suite import SuiteError, load_suite
-    from ser.cli import setup_logging
+    from ser.cli import setup_logging, stop_on_sigterm
 
     setup_logging(verbose=False)
+    stop_on_sigterm()
     logging.getLogger().setLevel(logging.ERROR)  # ONNX Runtime's quantizer advises on the root logger
     try:
         loaded = load_suite(suite)

@@ -68,9 +68,11 @@ def synth_command(out: Path, per_class: int, seed: int, overwrite: bool) -> None
     """Speak a demo corpus with espeak-ng: the same sentences in seven emotional prosodies."""
     from rich.progress import Progress
 
+    from ser.cli import stop_on_sigterm
     from ser.labels import LABELS
     from ser.training.synth import SynthError, synthesize_corpus
 
+    stop_on_sigterm()
     try:
         with Progress(transient=True) as progress:
             task = progress.add_task("speaking", total=per_class * len(LABELS))

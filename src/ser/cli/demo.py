@@ -21,11 +21,12 @@ def demo_command(out: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ser.cli import setup_logging
+    from ser.cli import setup_logging, stop_on_sigterm
     from ser.demo import CLIPS_PER_CLASS, run_demo
     from ser.labels import LABELS
 
     setup_logging()
+    stop_on_sigterm()
     results = run_demo(out)
     table = Table(title=f"Tiny models trained from scratch on {CLIPS_PER_CLASS * len(LABELS)} espeak-ng clips")
     for column in ("model", "train s", "best epoch", "test acc", "test macro-F1", "bundle acc", "export |Δlogit|"):

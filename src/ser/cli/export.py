@@ -156,7 +156,7 @@ def export_command(
     """Export a speech-emotion model to a bundle folder: ONNX graph (audio, lengths → logits) plus a
     manifest, optimised, optionally FP16 or INT8, and validated against PyTorch with ONNX Runtime.
     Fails, writing nothing, above the tolerance or below the INT8 accuracy gate."""
-    from ser.cli import setup_logging
+    from ser.cli import setup_logging, stop_on_sigterm
     from ser.export import ExportGateError, ExportOptions, ExportToleranceError, Gate, Int8Options, export_bundle
     from ser.export.exporter import TensorRTOptions
     from ser.export.tensorrt import TensorRTError
@@ -166,6 +166,7 @@ def export_command(
     from ser.training.data import DataError
 
     setup_logging(verbose=not quiet)
+    stop_on_sigterm()
     try:
         if model is None and checkpoint is None:
             raise CheckpointError("give --checkpoint PATH|HUB_ID (its config.json names the model), or --model")

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.audio import AudioError
 from ser.bundle import BundleError
 from ser.runtime.base import BackendError
 from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Prediction
@@ -37,40 +37,68 @@ from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Predict
 @click.option(
     "--batch-size", type=click.IntRange(min=1), default=8, show_default=True, help="Clips per inference call."
 )
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Longer files are refused (from their header, before decoding) with an error line of their own: the "
+    "model's memory grows with the square of a clip's length. Use ser-serve's /v1/timeline for long recordings.",
+)
 def infer_command(
-    bundle: str, files: tuple[str, ...], as_json: bool, backend: str, device: str, threads: int | None, batch_size: int
+    bundle: str,
+    files: tuple[str, ...],
+    as_json: bool,
+    backend: str,
+    device: str,
+    threads: int | None,
+    batch_size: int,
+    max_seconds: float,
 ) -> None:
     """Classify the emotion in each FILE (wav, flac, ogg, mp3) with the BUNDLE folder.
 
-    A file that cannot be read gets its own error line; the others are still answered, and the exit
-    status is 1 if any failed (2 if the bundle itself is unusable).
+    Each file gets its own answer or error line, in order, as soon as its batch is done; a file that
+    cannot be read, is too long, or fails in any other way does not stop the others. The exit status
+    is 1 if any failed (2 if the bundle itself is unusable).
     """
     try:
         recognizer = EmotionRecognizer.load(bundle, backend=backend, device=device, threads=threads)
     except (BundleError, BackendError) as e:
         click.echo(f"ser-infer: error: {e}", err=True)
         sys.exit(2)
-    clips, errors = {}, {}
-    for file in files:
+    failed = False
+    # A batch at a time, so memory holds at most batch_size decoded files whatever the number of files.
+    for start in range(0, len(files), batch_size):
+        chunk = files[start : start + batch_size]
         try:
-            clips[file] = load_audio(file)
-        except AudioError as e:
-            errors[file] = str(e)
-    answers = dict(zip(clips, recognizer.predict_batch(list(clips.values()), SAMPLE_RATE, batch_size), strict=True))
-    for file in files:
-        if file in answers:
-            click.echo(_format(file, answers[file], as_json))
-        elif as_json:
-            click.echo(json.dumps({"file": file, "error": errors[file]}))
-        else:
-            click.echo(f"error: {errors[file]}", err=True)
-    sys.exit(1 if errors else 0)
+            results = recognizer.predict_each(list(chunk), batch_size=batch_size, max_seconds=max_seconds)
+        except Exception:  # the batch as a whole failed (out of memory, a backend error): one by one
+            results = [_alone(recognizer, file, max_seconds) for file in chunk]
+        for file, result in zip(chunk, results, strict=True):
+            failed |= not isinstance(result, Prediction)
+            click.echo(_format(file, result, as_json), err=not as_json and not isinstance(result, Prediction))
+    sys.exit(1 if failed else 0)
 
 
-def _format(file: str, p: Prediction, as_json: bool) -> str:
-    if as_json:
-        return json.dumps(
-            {"file": file, "label": p.label, "canonical": p.canonical, "scores": p.scores, "duration_s": p.duration_s}
-        )
+def _alone(recognizer: EmotionRecognizer, file: str, max_seconds: float) -> Prediction | Exception:
+    try:
+        return recognizer.predict_each([file], max_seconds=max_seconds)[0]
+    except Exception as e:
+        return e if isinstance(e, AudioError) else RuntimeError(f"{file}: {type(e).__name__}: {e}")
+
+
+def _format(file: str, result: Prediction | Exception, as_json: bool) -> str:
+    if not isinstance(result, Prediction):
+        return json.dumps({"file": file, "error": str(result)}) if as_json else f"error: {result}"
+    p = result
+    if as_json:  # allow_nan=False: never bare NaN, which is not JSON (answers are checked finite anyway)
+        record = {
+            "file": file,
+            "label": p.label,
+            "canonical": p.canonical,
+            "scores": p.scores,
+            "duration_s": p.duration_s,
+        }
+        return json.dumps(record, allow_nan=False)
     others = ", ".join(f"{label} {score:.2f}" for label, score in sorted(p.scores.items(), key=lambda kv: -kv[1]))
     return f"{file}\t{p.label}\t({others})"

@@ -28,6 +28,14 @@ from ser.runtime.recognizer import BACKENDS, DEVICES
 @click.option("--max-timeline-seconds", type=click.FloatRange(min=0.1), default=3600.0, show_default=True)
 @click.option("--max-queue", type=click.IntRange(min=1), default=256, show_default=True, help="Then 503.")
 @click.option("--timeout-s", type=click.FloatRange(min=0.01), default=30.0, show_default=True, help="Then 504.")
+@click.option("--max-timeline-windows", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Windows one /v1/timeline request may make; then 422.")  # fmt: skip
+@click.option("--body-timeout-s", type=click.FloatRange(min=0.01), default=30.0, show_default=True,
+              help="A request body not in full by then gets 408.")  # fmt: skip
+@click.option("--keep-alive-s", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+              help="A connection without a complete request head for this long (idle, or slow) is closed.")  # fmt: skip
+@click.option("--max-connections", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Concurrent connections and requests per worker; more get 503.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="info", show_default=True)
 def serve_command(
     bundle: Path,
@@ -44,6 +52,10 @@ def serve_command(
     max_timeline_seconds: float,
     max_queue: int,
     timeout_s: float,
+    max_timeline_windows: int,
+    body_timeout_s: float,
+    keep_alive_s: float,
+    max_connections: int,
     log_level: str,
 ) -> None:
     """Serve BUNDLE over HTTP: POST /v1/predict, POST /v1/timeline, GET /healthz, /readyz, /metrics,
@@ -53,6 +65,7 @@ def serve_command(
     from ser.bundle import Bundle, BundleError
     from ser.cli import setup_logging
     from ser.serve.app import SETTINGS_ENV, ServeSettings, app_from_environment, create_app
+    from ser.serve.protocol import server_options
 
     setup_logging()
     try:
@@ -69,12 +82,17 @@ def serve_command(
         max_seconds=max_seconds,
         max_timeline_seconds=max_timeline_seconds,
         timeout_s=timeout_s,
+        max_timeline_windows=max_timeline_windows,
+        body_timeout_s=body_timeout_s,
+        keep_alive_s=keep_alive_s,
+        max_connections=max_connections,
         backend=backend,
         device=device,
         threads=threads,
     )
+    server = dict(host=host, port=port, log_level=log_level, **server_options(keep_alive_s, max_connections))
     if workers == 1:
-        uvicorn.run(create_app(settings), host=host, port=port, log_level=log_level)
+        uvicorn.run(create_app(settings), **server)
         return
     os.environ[SETTINGS_ENV] = settings.to_env()
     own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in os.environ
@@ -82,7 +100,7 @@ def serve_command(
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="ser-serve-metrics-")
     app = f"{app_from_environment.__module__}:{app_from_environment.__name__}"
     try:
-        uvicorn.run(app, factory=True, host=host, port=port, workers=workers, log_level=log_level)
+        uvicorn.run(app, factory=True, workers=workers, **server)
     finally:
         if own_metrics_dir:
             shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)

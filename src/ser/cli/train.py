@@ -79,7 +79,7 @@ def train_command(
 ) -> None:
     """Fine-tune MODEL on DATA. The best epoch (validation macro-F1) is saved in the run folder as a
     checkpoint that ser-export reads; test-split metrics go to metrics.json and confusion.png."""
-    from ser.cli import setup_logging
+    from ser.cli import setup_logging, stop_on_sigterm
     from ser.models import CheckpointError
     from ser.models.checkpoint import detect
     from ser.training.augment import AugmentOptions
@@ -87,6 +87,7 @@ def train_command(
     from ser.training.loop import TrainError, TrainOptions, train
 
     setup_logging(verbose=not quiet)
+    stop_on_sigterm()
     if model is None:
         if checkpoint is None:
             raise click.UsageError("give --model (training from scratch) or --checkpoint (its config names the model)")

@@ -31,6 +31,7 @@ RUNS_DIR = Path("runs")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PRETRAINED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _STATE_DICT = "model.pt"
+RUN_CHECKPOINT = "checkpoint"  # inside a ser-train run folder: the best epoch's checkpoint
 # Read only by SpecAugment while training; some public checkpoints leave it out, and no answer depends on it.
 _TRAINING_ONLY = ("masked_spec_embed",)
 _SHOWN_KEYS = 5
@@ -62,10 +63,19 @@ class LoadedModel:
         return WaveformClassifier(self.model, self.normalize)
 
 
+def checkpoint_folder(path: Path) -> Path:
+    """The folder holding the checkpoint: `path`, or for a ser-train run folder its `checkpoint` (the best
+    epoch, staged whole; see ser.training.loop)."""
+    if not (path / "config.json").is_file() and (path / RUN_CHECKPOINT / "config.json").is_file():
+        return path / RUN_CHECKPOINT
+    return path
+
+
 def read_config(checkpoint: str | Path) -> dict[str, Any]:
-    """A checkpoint's config.json as a dict: from the folder, or from the hub for a hub id."""
+    """A checkpoint's config.json as a dict: from the folder (or run folder), or from the hub for a hub id."""
     path = Path(checkpoint)
     if path.exists():
+        path = checkpoint_folder(path)
         file = path / "config.json"
         if not file.is_file():
             raise CheckpointError(f"{path}: not a checkpoint folder (no config.json); save one with save_pretrained")
@@ -167,12 +177,14 @@ def load_model(
         )
     cls = architecture.head or spec.model_class
     path = Path(checkpoint)
-    where = str(path) if path.exists() else str(checkpoint)
     if path.exists():
+        path = checkpoint_folder(path)
+        where = str(path)
         model, report = _load_folder(cls, path, overrides, relabel)
-        source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.resolve()), "sha256": folder_digest(path)}
+        source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.absolute()), "sha256": folder_digest(path)}
         normalize = _normalize_from(path / "preprocessor_config.json", spec.normalize)
     else:
+        where = str(checkpoint)
         model, report = _load_hub(cls, where, overrides, relabel)
         source = {"kind": "hub", "id": where, "revision": getattr(model.config, "_commit_hash", None)}
         normalize = _hub_normalize(where, spec.normalize)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ser.bundle import TensorSpec
+from ser.bundle import ORT_TENSORRT_CACHE, TensorSpec
 from ser.runtime.base import Backend, BackendError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
@@ -89,7 +89,7 @@ class OnnxRuntimeBackend(Backend):
         self.device = device
         self.threads = threads
         # TensorRT provider: where its compiled engines are kept between sessions (default: beside the graph)
-        self.engine_cache = Path(engine_cache) if engine_cache else self.onnx_path.parent / "ort-tensorrt-cache"
+        self.engine_cache = Path(engine_cache) if engine_cache else self.onnx_path.parent / ORT_TENSORRT_CACHE
         self._session = None
         self._output_names: list[str] = []
 

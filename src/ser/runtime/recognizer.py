@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioInput, load_audio
+from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, AudioInput, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
 from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
@@ -46,19 +47,33 @@ class Timeline:
     duration_s: float
 
 
-def window_bounds(n_samples: int, window_s: float, hop_s: float) -> list[tuple[int, int]]:
+def window_bounds(
+    n_samples: int, window_s: float, hop_s: float, max_windows: int | None = None
+) -> list[tuple[int, int]]:
     """[start, end) sample ranges: `window_s` long, every `hop_s`, the last one ending at the audio's end.
 
-    Equal-length windows batch without padding; a clip shorter than one window is one window.
+    Equal-length windows batch without padding; a clip shorter than one window is one window. Raises
+    ValueError for windows or hops that are not finite and positive, and, before building any, for more
+    than `max_windows` windows.
     """
+    if not (math.isfinite(window_s) and math.isfinite(hop_s)):
+        raise ValueError(f"window {window_s} s and hop {hop_s} s must be finite numbers of seconds")
     window, hop = round(window_s * SAMPLE_RATE), round(hop_s * SAMPLE_RATE)
     if window < MIN_SAMPLES or hop < 1 or hop > window:
         raise ValueError(
             f"window {window_s} s and hop {hop_s} s: the window must be at least {MIN_SAMPLES / SAMPLE_RATE} s "
-            "and the hop between 0 and the window"
+            f"and the hop between {1 / SAMPLE_RATE} s (one sample) and the window"
         )
     if n_samples <= window:
         return [(0, n_samples)]
+    count = -(-(n_samples - window) // hop)  # starts 0, hop, ... below n - window
+    ends_short = (count - 1) * hop + window < n_samples
+    total = count + int(ends_short)
+    if max_windows is not None and total > max_windows:
+        raise ValueError(
+            f"{n_samples / SAMPLE_RATE:.1f} s in {window_s} s windows every {hop_s} s makes {total} windows, "
+            f"over the limit of {max_windows}; use a longer hop"
+        )
     bounds = [(start, start + window) for start in range(0, n_samples - window, hop)]
     if bounds[-1][1] < n_samples:
         bounds.append((n_samples - window, n_samples))
@@ -145,7 +160,13 @@ class EmotionRecognizer:
         if bundle.manifest.sample_rate != SAMPLE_RATE:
             raise BundleError(f"{bundle.path}: graphs at {bundle.manifest.sample_rate} Hz are not supported")
         if not backend.is_active:
-            backend.activate()
+            try:
+                backend.activate()
+            except BackendError:
+                raise
+            except Exception as e:  # ONNX Runtime's refusal of the graph (bad protobuf, external data outside)
+                message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise BundleError(f"{bundle.onnx_path}: the runtime cannot load it: {message}") from None
         self._check_graph()
 
     def _check_graph(self) -> None:
@@ -180,18 +201,51 @@ class EmotionRecognizer:
     def predict_batch(
         self, items: Sequence[AudioInput], sample_rate: int | None = None, batch_size: int = 8
     ) -> list[Prediction]:
-        """Classify many clips, `batch_size` at a time; answers come back in the order given.
+        """Classify many clips, `batch_size` at a time; answers come back in the order given. All or
+        nothing: the first bad item raises its AudioError (use `predict_each` for an answer or an error
+        per item).
 
         Clips are grouped by length so padding stays small; the graph's `lengths` input makes the
         padding invisible to the answer.
         """
-        clips = [load_audio(item, sample_rate) for item in items]
-        results: list[Prediction | None] = [None] * len(clips)
-        order = sorted(range(len(clips)), key=lambda i: len(clips[i]))
+        results = self.predict_each(items, sample_rate, batch_size)
+        for result in results:
+            if isinstance(result, AudioError):
+                raise result
+        return results  # type: ignore[return-value]
+
+    def predict_each(
+        self,
+        items: Sequence[AudioInput],
+        sample_rate: int | None = None,
+        batch_size: int = 8,
+        max_seconds: float | None = None,
+    ) -> list[Prediction | AudioError]:
+        """Like `predict_batch`, but a bad item (undecodable, over `max_seconds`, an answer that is not
+        finite) gets its AudioError in its place and every other item its Prediction."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        results: list[Prediction | AudioError | None] = [None] * len(items)
+        clips: dict[int, np.ndarray] = {}
+        for i, item in enumerate(items):
+            try:
+                clips[i] = load_audio(item, sample_rate, max_seconds=max_seconds)
+            except AudioError as e:
+                results[i] = e
+        order = sorted(clips, key=lambda i: len(clips[i]))
         for start in range(0, len(order), batch_size):
             chunk = order[start : start + batch_size]
-            for i, prediction in zip(chunk, self.classify([clips[i] for i in chunk]), strict=True):
-                results[i] = prediction
+            try:
+                answers: list[Prediction | AudioError] = list(self.classify([clips[i] for i in chunk]))
+            except AudioError:  # one clip's answer is not finite: find it, answer the others
+                answers = []
+                for i in chunk:
+                    try:
+                        answers += self.classify([clips[i]])
+                    except AudioError as e:
+                        answers.append(AudioError(f"{_describe(items[i])}: {e}"))
+            for i, answer in zip(chunk, answers, strict=True):
+                results[i] = answer
         return [r for r in results if r is not None]
 
     def timeline(
@@ -201,19 +255,35 @@ class EmotionRecognizer:
         window_s: float = 2.0,
         hop_s: float = 1.0,
         batch_size: int = 8,
+        max_windows: int | None = None,
     ) -> Timeline:
-        """Emotion per `window_s` window every `hop_s` over a long recording, and overall."""
+        """Emotion per `window_s` window every `hop_s` over a long recording, and overall; more than
+        `max_windows` windows is a ValueError, raised before any is classified."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         samples = load_audio(audio, sample_rate)
-        bounds = window_bounds(len(samples), window_s, hop_s)
+        bounds = window_bounds(len(samples), window_s, hop_s, max_windows)
         predictions: list[Prediction] = []
         for start in range(0, len(bounds), batch_size):
             predictions += self.classify([samples[a:b] for a, b in bounds[start : start + batch_size]])
         return summarize(bounds, predictions, self.labels, len(samples))
 
     def classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
-        """One padded batch of decoded clips (float32 mono at 16 kHz), in the order given."""
+        """One padded batch of decoded clips (float32 mono at 16 kHz), in the order given.
+
+        Raises AudioError when a clip's logits are not finite (e.g. samples near the float32 limit
+        overflow inside the model): an answer is never NaN.
+        """
         audio, lengths = pad_batch(clips)
         logits = self.backend.infer({"audio": audio, "lengths": lengths})["logits"]
+        finite = np.isfinite(logits).all(axis=1)
+        if not finite.all():
+            rows = [int(i) for i in np.flatnonzero(~finite)]
+            peak = max(float(np.abs(clips[i]).max()) for i in rows)
+            raise AudioError(
+                f"the model's answer for clip {', '.join(map(str, rows))} of the batch is not finite "
+                f"(peak sample {peak:.3g}; audio is expected within about ±1)"
+            )
         probabilities = softmax(logits.astype(np.float64))
         answers = []
         for p, n in zip(probabilities, lengths, strict=True):
@@ -221,7 +291,7 @@ class EmotionRecognizer:
             answers.append(
                 Prediction(
                     label=label,
-                    scores={label: float(s) for label, s in zip(self.labels, p, strict=True)},
+                    scores={name: float(score) for name, score in zip(self.labels, p, strict=True)},
                     duration_s=float(n) / SAMPLE_RATE,
                     canonical=self.canonical_labels[label],
                 )
@@ -237,3 +307,9 @@ class EmotionRecognizer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _describe(item: AudioInput) -> str:
+    if isinstance(item, (str, Path)):
+        return str(item)
+    return "<bytes>" if isinstance(item, (bytes, bytearray)) else "<array>"

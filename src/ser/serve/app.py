@@ -19,6 +19,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.runtime.recognizer import EmotionRecognizer, Prediction, summarize, window_bounds
@@ -28,9 +30,6 @@ from ser.serve.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 SETTINGS_ENV = "SER_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
 RAW_AUDIO_TYPES = ("audio/", "application/octet-stream")
-# Decoding a short clip (~0.1 ms for 2 s of WAV) costs less than handing it to a thread,
-# so short uploads decode on the event loop; long ones in the thread pool.
-INLINE_DECODE_BYTES = 256 * 1024
 WARMUP_SECONDS = 2
 
 
@@ -43,7 +42,11 @@ class ServeSettings:
     max_upload_mb: float = 25.0
     max_seconds: float = 60.0  # longest clip /v1/predict takes
     max_timeline_seconds: float = 3600.0  # longest recording /v1/timeline takes
+    max_timeline_windows: int = 10_000  # most windows one /v1/timeline request may ask for (then 422)
     timeout_s: float = 30.0  # a request (a timeline: each batch of its windows) waiting longer gets 504
+    body_timeout_s: float = 30.0  # a request body that has not fully arrived by then gets 408
+    keep_alive_s: float = 5.0  # a connection without a complete request head for this long is closed
+    max_connections: int = 256  # concurrent connections and requests; more get 503 from the server
     backend: str = "auto"
     device: str = "auto"
     threads: int | None = None
@@ -93,6 +96,7 @@ _AUDIO_BODY = {
     }
 }
 _ERRORS = {code: {"description": why} for code, why in [
+    (408, "the request body did not arrive in time"),
     (413, "upload too large"),
     (415, "unsupported content type"),
     (422, "not decodable audio, too short or too long, or bad parameters"),
@@ -147,6 +151,15 @@ def create_app(settings: ServeSettings) -> FastAPI:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         return _error(422, problems)
 
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, error: ClientDisconnect) -> Response:
+        log.info("%s %s: the client disconnected before its request was read", _client(request), request.url.path)
+        return _error(499, "client disconnected")  # nobody reads it; the access log and metrics do
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        return _error(error.status_code, str(error.detail))  # e.g. a malformed multipart body
+
     @app.exception_handler(Exception)
     async def internal_error(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
@@ -177,6 +190,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
                 )
             except QueueFullError as e:
                 raise ApiError(503, str(e)) from None
+            except AudioError as e:  # the model's answer for this clip was not finite
+                raise ApiError(422, str(e)) from None
             except TimeoutError:
                 raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
         return answers
@@ -197,15 +212,20 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
     async def timeline(
         request: Request,
-        window_s: float = Query(2.0, ge=0.1, le=30.0, description="Window length in seconds."),
-        hop_s: float = Query(1.0, gt=0.0, le=30.0, description="Step between window starts in seconds."),
+        window_s: float = Query(2.0, ge=0.1, le=30.0, allow_inf_nan=False, description="Window length in seconds."),
+        hop_s: float = Query(
+            1.0, gt=0.0, le=30.0, allow_inf_nan=False, description="Step between window starts in seconds."
+        ),
     ) -> TimelineResponse:
         """The emotion per window of a long recording, and overall (duration-weighted)."""
         recognizer, batcher = recognizer_and_batcher()
         if hop_s > window_s:
             raise ApiError(422, f"hop_s ({hop_s}) must not exceed window_s ({window_s})")
         samples = await _read_samples(request, settings, settings.max_timeline_seconds)
-        bounds = window_bounds(len(samples), window_s, hop_s)
+        try:
+            bounds = window_bounds(len(samples), window_s, hop_s, settings.max_timeline_windows)
+        except ValueError as e:
+            raise ApiError(422, str(e)) from None
         predictions = await answer(batcher, [samples[a:b] for a, b in bounds])
         result = summarize(bounds, predictions, recognizer.labels, len(samples))
         return TimelineResponse(
@@ -239,7 +259,22 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
 
 async def _read_samples(request: Request, settings: ServeSettings, max_seconds: float) -> np.ndarray:
-    """The request's audio, decoded to 16 kHz mono, within the size and duration limits."""
+    """The request's audio, decoded to 16 kHz mono, within the size, time and duration limits.
+
+    The body must arrive within `body_timeout_s` (408); decoding runs in the thread pool, never on the
+    event loop, and refuses from the header alone audio over `max_seconds` or at an absurd rate.
+    """
+    try:
+        data, name = await asyncio.wait_for(_read_body(request, settings), settings.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
+    try:
+        return await run_in_threadpool(load_audio, data, name=name, max_seconds=max_seconds)
+    except AudioError as e:
+        raise ApiError(422, str(e)) from None
+
+
+async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, str]:
     limit = int(settings.max_upload_mb * 1024 * 1024)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -267,17 +302,11 @@ async def _read_samples(request: Request, settings: ServeSettings, max_seconds: 
         )
     if len(data) > limit:
         raise ApiError(413, f"upload is over the limit of {limit} bytes")
-    try:
-        if len(data) <= INLINE_DECODE_BYTES:
-            samples = load_audio(data, name=name)
-        else:
-            samples = await run_in_threadpool(load_audio, data, name=name)
-    except AudioError as e:
-        raise ApiError(422, str(e)) from None
-    seconds = len(samples) / SAMPLE_RATE
-    if seconds > max_seconds:
-        raise ApiError(422, f"{name}: {seconds:.1f} s of audio is over this endpoint's limit of {max_seconds:g} s")
-    return samples
+    return data, name
+
+
+def _client(request: Request) -> str:
+    return f"{request.client.host}:{request.client.port}" if request.client else "client"
 
 
 def _error(status: int, message: str) -> JSONResponse:

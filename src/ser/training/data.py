@@ -6,6 +6,7 @@ numpy and soundfile only, so `ser-data check` runs without torch.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -128,7 +129,7 @@ def check_corpus(corpus: Corpus, progress=None) -> CorpusReport:
         try:
             samples = load_audio(clip.path)
             rates[sf.info(str(clip.path)).samplerate] += 1
-        except (AudioError, RuntimeError) as e:  # soundfile raises RuntimeError subclasses
+        except (AudioError, RuntimeError, OSError) as e:  # soundfile raises RuntimeError subclasses
             unreadable.append((clip.path, str(e).removeprefix(f"{clip.path}: ")))
         else:
             durations.append(len(samples) / SAMPLE_RATE)
@@ -172,12 +173,14 @@ class Split:
     val: tuple[Clip, ...]
     test: tuple[Clip, ...]
     fractions: dict[str, float] = field(default_factory=dict)
+    fingerprint: str | None = None  # corpus_fingerprint of the corpus it was cut from
 
     def save(self, path: Path, root: Path) -> None:
         def rows(clips: tuple[Clip, ...]) -> list[list[str]]:
             return [[os.path.relpath(c.path, root), c.label] for c in clips]
 
         data = {"seed": self.seed, "fractions": self.fractions, "root": str(root.resolve())}
+        data["fingerprint"] = self.fingerprint
         data |= {"train": rows(self.train), "val": rows(self.val), "test": rows(self.test)}
         write_atomic(path, json.dumps(data, indent=1))
 
@@ -188,7 +191,27 @@ class Split:
         def clips(rows: list[list[str]]) -> tuple[Clip, ...]:
             return tuple(Clip(root / p, label) for p, label in rows)
 
-        return cls(data["seed"], clips(data["train"]), clips(data["val"]), clips(data["test"]), data["fractions"])
+        return cls(
+            data["seed"],
+            clips(data["train"]),
+            clips(data["val"]),
+            clips(data["test"]),
+            data["fractions"],
+            data.get("fingerprint"),
+        )
+
+
+def corpus_fingerprint(corpus: Corpus) -> str:
+    """sha256 over every clip's path (relative to the corpus root), label and size: what a resumed run checks
+    to be sure it goes on with the data it started on (a moved copy of it has the same fingerprint)."""
+    digest = hashlib.sha256()
+    for clip in sorted(corpus.clips, key=lambda c: str(c.path)):
+        try:
+            size = clip.path.stat().st_size
+        except OSError:
+            size = -1
+        digest.update(f"{os.path.relpath(clip.path, corpus.root)}\t{clip.label}\t{size}\n".encode())
+    return digest.hexdigest()
 
 
 def split_corpus(corpus: Corpus, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Split:

@@ -2,14 +2,16 @@
 
 The model trains behind the same WaveformClassifier that is exported, so the masking and the
 in-graph normalisation it learns with are the ones it is deployed with. A run folder holds:
-config.json, model.safetensors, preprocessor_config.json (the best epoch, by validation macro-F1:
-a checkpoint `ser-export --checkpoint` loads), split.json, options.json, start.json (the checkpoint it
+checkpoint/ (the best epoch, by validation macro-F1: config.json, model.safetensors and
+preprocessor_config.json, a link to checkpoint-epoch-NNNN/ replaced in one rename; `ser-export
+--checkpoint RUN` loads it), split.json, options.json, start.json (the checkpoint it
 started from, the class it loaded as, and which weights were initialised for a new head), history.json,
 state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -26,12 +28,12 @@ from torch.utils.data import DataLoader, Dataset
 
 from ser.audio import SAMPLE_RATE, load_audio
 from ser.labels import LABELS
-from ser.models.checkpoint import LoadedModel, load_model
+from ser.models.checkpoint import RUN_CHECKPOINT, LoadedModel, load_model
 from ser.models.registry import get_spec
 from ser.models.waveform import WaveformClassifier
 from ser.staging import write_atomic
 from ser.training.augment import AugmentOptions, build_augment
-from ser.training.data import Clip, Corpus, Split, drop_unreadable, split_corpus
+from ser.training.data import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
 from ser.training.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 
 log = logging.getLogger(__name__)
@@ -235,6 +237,14 @@ class _Run:
                         f"{self.out}: was started with {key}={saved.get(key)!r}, not {getattr(self.o, key)!r}; "
                         "resume with the same options, or train into a new --out"
                     )
+            if saved.get("epochs") != self.o.epochs:
+                # The learning-rate schedule (warm-up, cosine decay to 0) was laid out over the planned epochs:
+                # resuming under another count would jump along it, and past its end train at rate 0.
+                raise TrainError(
+                    f"{self.out}: was planned for {saved.get('epochs')} epochs, and its learning-rate schedule with "
+                    f"it; resume with --epochs {saved.get('epochs')}, or to train longer start a new run from this "
+                    f"one: --checkpoint {self.out} --out NEW"
+                )
         elif self.out.exists() and any(self.out.iterdir()):
             if not overwrite:
                 raise TrainError(f"{self.out}: already holds a run; pass --resume to continue it or --overwrite")
@@ -242,11 +252,19 @@ class _Run:
         self.out.mkdir(parents=True, exist_ok=True)
 
     def _split(self, corpus: Corpus, resume: bool) -> Split:
+        fingerprint = corpus_fingerprint(corpus)
         if resume:
-            return Split.load(self.out / "split.json", corpus.root)
+            split = Split.load(self.out / "split.json", corpus.root)
+            if split.fingerprint is not None and split.fingerprint != fingerprint:
+                raise TrainError(
+                    f"{self.out}: was started on other data than {self.o.data} ({len(corpus.clips)} clips; the "
+                    "files, labels or sizes differ); resume with the data it started on, or train into a new --out"
+                )
+            return split
         log.info("checking %d clips in %s", len(corpus.clips), self.o.data)
         corpus = drop_unreadable(corpus)
         split = split_corpus(corpus, self.o.seed, self.o.val_fraction, self.o.test_fraction)
+        split = dataclasses.replace(split, fingerprint=fingerprint)
         if not split.train or not split.val:
             raise TrainError(f"{self.o.data}: too few clips to split into train, validation and test")
         split.save(self.out / "split.json", corpus.root)
@@ -355,7 +373,7 @@ class _Run:
                 improved = val.macro_f1 > state["best_f1"]
                 if improved:
                     state |= {"best_f1": val.macro_f1, "best_epoch": epoch, "bad_epochs": 0}
-                    self._save_checkpoint()
+                    self._save_checkpoint(epoch)
                 else:
                     state["bad_epochs"] += 1
                     state["stopped"] = state["bad_epochs"] >= o.patience
@@ -368,19 +386,24 @@ class _Run:
                 self._save_state(model, optimizer, scheduler, scaler, state)
         return self._finish(state)
 
-    def _save_checkpoint(self) -> None:
-        """The best epoch so far, as a checkpoint folder: each file replaced in one rename."""
+    def _save_checkpoint(self, epoch: int) -> None:
+        """The best epoch so far, as one checkpoint folder written in full, then put in place by replacing the
+        `checkpoint` link in one rename: a kill at any moment leaves the previous best or the new one, whole."""
         from transformers import Wav2Vec2FeatureExtractor
 
-        staging = self.out / ".best-staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.loaded.model.save_pretrained(staging)
+        folder = self.out / f"{RUN_CHECKPOINT}-epoch-{epoch:04d}"
+        shutil.rmtree(folder, ignore_errors=True)
+        self.loaded.model.save_pretrained(folder)
         Wav2Vec2FeatureExtractor(
             feature_size=1, sampling_rate=SAMPLE_RATE, do_normalize=self.loaded.normalize, return_attention_mask=True
-        ).save_pretrained(staging)
-        for file in staging.iterdir():
-            os.replace(file, self.out / file.name)
-        staging.rmdir()
+        ).save_pretrained(folder)
+        link, staged = self.out / RUN_CHECKPOINT, self.out / f".{RUN_CHECKPOINT}.link-tmp"
+        staged.unlink(missing_ok=True)
+        staged.symlink_to(folder.name)  # relative: the run folder can be moved or copied
+        os.replace(staged, link)
+        for old in self.out.glob(f"{RUN_CHECKPOINT}-epoch-*"):  # earlier bests, and any a kill left behind
+            if old != folder:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _save_state(self, model, optimizer, scheduler, scaler, progress_state: dict) -> None:
         tmp = self.out / f".{STATE_FILE}.tmp"
