@@ -1,3 +1,4 @@
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -92,3 +93,30 @@ def test_ser_export_refuses_bad_precision_options(tmp_path, args, message):
     assert result.returncode != 0
     assert message in result.stderr
     assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupted_export_leaves_nothing_behind(tmp_path, signal_number):
+    """Killed while it traces (kill, systemd and Kubernetes send SIGTERM): no staging folder, no temporary graphs."""
+    import os
+    import time
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    out = tmp_path / "bundles" / "hubert"
+    command = [SCRIPTS / "ser-export", "--model", "hubert", "--size", "tiny", "--random-init", "--out", out]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    for line in process.stderr:  # wait until the export is under way: staging and temporary folders exist
+        if "exporting hubert" in line:
+            break
+    time.sleep(1.0)
+
+    def ours() -> list:  # torch and others keep caches in TMPDIR too; ser's temporary graphs are ser-export-*
+        return [p for p in scratch.iterdir() if p.name.startswith("ser-export-")]
+
+    assert ours() and any(p.name.startswith(".hubert.staging-") for p in out.parent.iterdir())
+    process.send_signal(signal_number)
+    process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == [] and ours() == []

@@ -51,3 +51,42 @@ def test_a_backend_that_cannot_run_here_exits_2_saying_why(tiny_bundle, write_cl
         assert result.returncode == 2 and f"onnxruntime-tensorrt: {problem.split(':')[0]}" in result.stderr
     auto = _run(tiny_bundle("wavlm"), clip)  # auto finds something that runs
     assert auto.returncode == 0, auto.stderr
+
+
+def test_every_file_gets_its_own_line_whatever_another_file_does(tiny_bundle, write_clip, tmp_path):
+    """Hostile headers, an unreadable file and a long one among good files: each answered or refused alone."""
+    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate, without_root_privileges
+
+    good = write_clip("good.wav", seconds=1.0)
+    files = {
+        "one-hertz.wav": wav_claiming_rate(1),
+        "claims-2^36.flac": flac_claiming_frames((1 << 36) - 1),
+        "near-float-max.wav": float_wav(3.4e38),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    locked = write_clip("locked.wav")
+    locked.chmod(0)
+    long = write_clip("long.wav", seconds=4.0)
+    order = [good, *(tmp_path / n for n in files), locked, long, good]
+    command = [
+        SCRIPTS / "ser-infer",
+        tiny_bundle("resnet18"),
+        *order,
+        "--json",
+        "--max-seconds",
+        "3",
+        "--batch-size",
+        "2",
+    ]
+    result = subprocess.run(without_root_privileges(command), capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # all of it is JSON: no bare NaN
+    assert [line["file"] for line in lines] == list(map(str, order))
+    assert "label" in lines[0] and lines[0] == lines[-1]
+    reasons = [line.get("error", "") for line in lines[1:-1]]
+    assert "outside 4000-384000 Hz" in reasons[0]
+    assert "over the limit of 3 s" in reasons[1]  # 2^36 frames, refused from the header
+    assert "not finite" in reasons[2]
+    assert "cannot be read: Permission denied" in reasons[3]
+    assert "4.0 s of audio is over the limit of 3 s" in reasons[4]

@@ -70,3 +70,21 @@ def test_train_eval_export_infer(synth_corpus, tmp_path):
     assert bad.returncode == 1 and "already holds a run" in bad.stderr
     not_a_run = _run("ser-eval", tmp_path, "--data", synth_corpus, "--out", tmp_path / "e")
     assert not_a_run.returncode == 1 and "no config.json" in not_a_run.stderr
+
+
+def test_data_check_lists_a_file_it_may_not_read_and_goes_on(synth_corpus, tmp_path):
+    from tests.conftest import without_root_privileges
+
+    data = tmp_path / "data"
+    (data / "Happy").mkdir(parents=True)
+    files = sorted((synth_corpus / "Happy").iterdir())[:2]
+    for f in files:
+        (data / "Happy" / f.name).write_bytes(f.read_bytes())
+    locked = data / "Happy" / files[0].name
+    locked.chmod(0)
+    command = without_root_privileges([SCRIPTS / "ser-data", "check", data, "--json"])
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["counts"]["happy"] == 1
+    assert report["unreadable"] == [{"path": str(locked), "reason": "cannot be read: Permission denied"}]

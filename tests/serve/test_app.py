@@ -102,7 +102,7 @@ def test_duration_limits_and_parameters(service, write_clip):
                           headers={"content-type": "audio/wav"})  # fmt: skip
         not_a_number = client.post("/v1/timeline", params={"window_s": "abc"}, content=clip,
                                    headers={"content-type": "audio/wav"})  # fmt: skip
-    assert too_long.status_code == 422 and "over this endpoint's limit of 2 s" in too_long.json()["error"]["message"]
+    assert too_long.status_code == 422 and "over the limit of 2 s" in too_long.json()["error"]["message"]
     assert timeline_too_long.status_code == 422
     assert hop.status_code == 422 and "hop_s" in hop.json()["error"]["message"]
     assert not_a_number.status_code == 422 and "window_s" in not_a_number.json()["error"]["message"]
@@ -167,3 +167,99 @@ def test_a_long_timeline_fits_a_small_queue(service, write_clip):
                                headers={"content-type": "audio/wav"})  # fmt: skip
     assert response.status_code == 200, response.text
     assert len(response.json()["windows"]) == 11  # more windows than the queue holds, sent a batch at a time
+
+
+def test_hostile_audio_is_refused_from_its_header_and_never_answered_with_nan(service, write_clip):
+    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate
+
+    wav = {"content-type": "audio/wav"}
+    with service() as client:
+        one_hertz = client.post("/v1/predict", content=wav_claiming_rate(1), headers=wav)
+        huge = client.post("/v1/predict", content=flac_claiming_frames((1 << 36) - 1), headers=wav)
+        overflow = client.post("/v1/predict", content=float_wav(3.4e38), headers=wav)
+        timeline_overflow = client.post("/v1/timeline", content=float_wav(3.4e38, seconds=3.0), headers=wav)
+        after = client.post("/v1/predict", content=write_clip("a.wav").read_bytes(), headers=wav)
+    assert one_hertz.status_code == 422 and "outside 4000-384000 Hz" in one_hertz.json()["error"]["message"]
+    assert huge.status_code == 422 and "over the limit of 60 s" in huge.json()["error"]["message"]
+    for response in (overflow, timeline_overflow):
+        assert response.status_code == 422, response.text
+        assert "not finite" in response.json()["error"]["message"]
+    assert after.status_code == 200
+
+
+def test_timeline_parameters_and_window_count_are_bounded(service, write_clip):
+    clip = write_clip("ten.wav", seconds=10.0).read_bytes()
+    wav = {"content-type": "audio/wav"}
+    with service(max_timeline_windows=500) as client:
+        many = client.post("/v1/timeline", params={"window_s": 0.1, "hop_s": 0.0001}, content=clip, headers=wav)
+        tiny_hop = client.post("/v1/timeline", params={"window_s": 0.1, "hop_s": 0.00001}, content=clip, headers=wav)
+        nan = client.post("/v1/timeline", params={"window_s": "nan"}, content=clip, headers=wav)
+        inf = client.post("/v1/timeline", params={"hop_s": "inf"}, content=clip, headers=wav)
+    assert many.status_code == 422 and "makes 79201 windows, over the limit of 500" in many.json()["error"]["message"]
+    assert tiny_hop.status_code == 422 and "one sample" in tiny_hop.json()["error"]["message"]
+    for response in (nan, inf):
+        assert response.status_code == 422 and "finite number" in response.json()["error"]["message"], response.text
+
+
+def test_multipart_errors_have_the_json_error_form(service):
+    boundary = "x" * 10
+    body = f"--{boundary}\r\nContent-Disposition: form-data\r\n\r\nno name\r\n--{boundary}--\r\n".encode()
+    with service() as client:
+        response = client.post(
+            "/v1/predict", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
+        unknown = client.get("/v2/nothing")
+    assert response.status_code == 400 and response.json()["error"]["status"] == 400, response.text
+    assert unknown.status_code == 404 and unknown.json()["error"]["message"] == "Not Found"
+
+
+def test_idle_and_slow_connections_are_closed_and_a_slow_body_gets_408(service, write_clip):
+    import socket
+    import time
+
+    clip = write_clip("a.wav", seconds=0.5).read_bytes()
+    with service(keep_alive_s=0.5, body_timeout_s=0.5) as client:
+        port = client.base_url.port
+        idle = socket.create_connection(("127.0.0.1", port))  # never sends a byte
+        slow_head = socket.create_connection(("127.0.0.1", port))
+        slow_head.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")  # and never finishes its head
+        for conn in (idle, slow_head):
+            conn.settimeout(5)
+        started = time.monotonic()
+        assert idle.recv(1) == b"" and slow_head.recv(1) == b""  # closed by the server
+        assert time.monotonic() - started < 4
+
+        slow_body = socket.create_connection(("127.0.0.1", port))
+        slow_body.settimeout(5)
+        head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {len(clip)}\r\n\r\n"
+        slow_body.sendall(head.encode() + clip[:100])  # the rest never comes
+        answer = b""
+        while b"did not arrive" not in answer and (chunk := slow_body.recv(4096)):
+            answer += chunk
+        answer = answer.decode()
+        assert answer.startswith("HTTP/1.1 408") and "did not arrive within 0.5 s" in answer
+        for conn in (idle, slow_head, slow_body):
+            conn.close()
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_client_that_disconnects_is_logged_as_such_not_as_a_500(service, write_clip, caplog):
+    import logging
+    import socket
+    import time
+
+    clip = write_clip("a.wav", seconds=0.5).read_bytes()
+    caplog.set_level(logging.INFO, logger="ser.serve")
+    with service() as client:
+        gone = socket.create_connection(("127.0.0.1", client.base_url.port))
+        head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {len(clip)}\r\n\r\n"
+        gone.sendall(head.encode() + clip[:100])
+        time.sleep(0.3)
+        gone.close()
+        deadline = time.monotonic() + 10
+        while "disconnected" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.05)
+        metrics = client.get("/metrics").text
+    assert "the client disconnected before its request was read" in caplog.text
+    assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
+    assert 'status="499"' in metrics and 'status="500"' not in metrics

@@ -21,7 +21,8 @@ FAST = dict(size="tiny", batch_size=8, augment=None, workers=0, max_seconds=2.0)
 def test_short_run_writes_a_loadable_checkpoint_and_test_metrics(synth_corpus, tmp_path):
     out = tmp_path / "run"
     result = train(TrainOptions("resnet18", synth_corpus, out, epochs=2, **FAST), show_progress=False)
-    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "split.json", "options.json"):
+    for name in ("split.json", "options.json", "start.json", "checkpoint/config.json", "checkpoint/model.safetensors",
+                 "checkpoint/preprocessor_config.json"):  # fmt: skip
         assert (out / name).is_file(), name
     history = json.loads((out / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
@@ -98,7 +99,7 @@ def test_run_folder_rules(synth_corpus, tmp_path):
         train(TrainOptions("resnet18", synth_corpus, out, epochs=1, **FAST), show_progress=False)
     with pytest.raises(TrainError, match="no pretrained feature encoder"):  # refused before the old run is replaced
         train(TrainOptions("resnet18", synth_corpus, out, freeze_encoder=True, **FAST), overwrite=True)
-    assert (out / "model.safetensors").is_file() and (out / "state.pt").is_file()
+    assert (out / "checkpoint" / "model.safetensors").is_file() and (out / "state.pt").is_file()
     with pytest.raises(TrainError, match="seed=0, not 1"):
         train(TrainOptions("resnet18", synth_corpus, out, epochs=2, seed=1, **FAST), show_progress=False, resume=True)
     with pytest.raises(TrainError, match="size applies when training from scratch"):
@@ -170,8 +171,8 @@ def test_fine_tuning_a_bare_wavlm_encoder_gives_the_enhanced_head(synth_corpus, 
     options = TrainOptions("wavlm", synth_corpus, tmp_path / "run", checkpoint=str(tmp_path / "wavlm-base-plus"),
                            epochs=1, learning_rate=0.0, **{**FAST, "size": None})  # fmt: skip
     train(options, show_progress=False)
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["model_type"] == "wavlm-emotion"
-    tuned = AutoModelForAudioClassification.from_pretrained(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "checkpoint" / "config.json").read_text())["model_type"] == "wavlm-emotion"
+    tuned = AutoModelForAudioClassification.from_pretrained(tmp_path / "run" / "checkpoint")
     assert type(tuned).__name__ == "WavLMForEmotion" and tuned.config.num_labels == 7
     key = "encoder.layers.1.attention.q_proj.weight"
     torch.testing.assert_close(tuned.wavlm.state_dict()[key], encoder.state_dict()[key])
@@ -207,3 +208,29 @@ def test_ser_train_infers_the_model_and_keeps_a_stock_head_class(synth_corpus, t
     refused = subprocess.run([script, *map(str, args), "--model", "hubert", "--out", tmp_path / "r2"],
                              capture_output=True, text=True)  # fmt: skip
     assert refused.returncode == 1 and "--model hubert, but the checkpoint is a wavlm model" in refused.stderr
+
+
+def test_resume_refuses_other_data_and_another_schedule(synth_corpus, tmp_path):
+    import shutil
+
+    out = tmp_path / "run"
+    train(TrainOptions("resnet18", synth_corpus, out, epochs=2, **FAST), show_progress=False)
+    other = tmp_path / "other"
+    shutil.copytree(synth_corpus, other)
+    next((other / "Sad").iterdir()).unlink()  # one clip fewer: not the data the run started on
+    with pytest.raises(TrainError, match=r"was started on other data than .*other \(41 clips"):
+        train(TrainOptions("resnet18", other, out, epochs=2, **FAST), show_progress=False, resume=True)
+    moved = tmp_path / "moved"
+    shutil.copytree(synth_corpus, moved)  # the same data elsewhere is the same data
+    train(TrainOptions("resnet18", moved, out, epochs=2, **FAST), show_progress=False, resume=True)
+    with pytest.raises(TrainError, match="was planned for 2 epochs, and its learning-rate schedule with it"):
+        train(TrainOptions("resnet18", synth_corpus, out, epochs=7, **FAST), show_progress=False, resume=True)
+
+
+def test_the_best_checkpoint_is_one_folder_replaced_in_one_rename(synth_corpus, tmp_path):
+    out = tmp_path / "run"
+    result = train(TrainOptions("wav2vec2", synth_corpus, out, epochs=3, patience=5, **FAST), show_progress=False)
+    link = out / "checkpoint"
+    assert link.is_symlink() and os.readlink(link) == f"checkpoint-epoch-{result.best_epoch:04d}"
+    assert sorted(p.name for p in out.glob("checkpoint-epoch-*")) == [os.readlink(link)]  # earlier bests are gone
+    assert load_model(checkpoint=out).source["path"] == str(link.absolute())  # the run folder is the checkpoint

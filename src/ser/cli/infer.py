@@ -15,7 +15,7 @@ from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Predict
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path())
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))  # each checked alone
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file (label, scores, or error).")
 @click.option(
     "--backend",
