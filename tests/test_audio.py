@@ -112,7 +112,7 @@ def test_file_rate_conflicting_with_argument(write_clip):
 
 @pytest.mark.parametrize("rate", [1, 3_999, 384_001, 4_000_000])
 def test_absurd_rates_are_refused_from_the_header(rate):
-    from tests.conftest import wav_claiming_rate
+    from tests.hostile import wav_claiming_rate
 
     data = wav_claiming_rate(rate)  # 32 KB, and at 1 Hz "16,000 s" that would resample to 256 M samples
     with pytest.raises(AudioError, match=rf"<bytes>: a sample rate of {rate} Hz is outside 4000-384000 Hz"):
@@ -122,7 +122,7 @@ def test_absurd_rates_are_refused_from_the_header(rate):
 
 
 def test_a_header_claiming_2_to_the_36_samples_is_refused_before_decoding():
-    from tests.conftest import flac_claiming_frames
+    from tests.hostile import flac_claiming_frames
 
     data = flac_claiming_frames((1 << 36) - 1)
     assert sf.info(io.BytesIO(data)).frames == (1 << 36) - 1  # libsndfile believes it
@@ -140,7 +140,7 @@ def test_the_duration_limit_is_read_from_the_header(write_clip):
 
 
 def test_samples_that_overflow_when_mixed_or_resampled_are_refused():
-    from tests.conftest import float_wav
+    from tests.hostile import float_wav
 
     # near the float32 limit: finite as stored; mixing in float64 keeps it finite, resampling does not
     with pytest.raises(AudioError, match=r"contains (NaN|Inf) samples once resampled from 44100 Hz"):

@@ -55,7 +55,8 @@ def test_a_backend_that_cannot_run_here_exits_2_saying_why(tiny_bundle, write_cl
 
 def test_every_file_gets_its_own_line_whatever_another_file_does(tiny_bundle, write_clip, tmp_path):
     """Hostile headers, an unreadable file and a long one among good files: each answered or refused alone."""
-    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate, without_root_privileges
+    from tests.conftest import without_root_privileges
+    from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
     good = write_clip("good.wav", seconds=1.0)
     files = {

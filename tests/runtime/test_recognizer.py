@@ -116,7 +116,7 @@ def test_predictions_name_their_canonical_emotion(recognizer):
 
 
 def test_predict_each_answers_or_refuses_each_item_and_predict_batch_is_all_or_nothing(recognizer, write_clip):
-    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate
+    from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
     good = write_clip("good.wav", seconds=1.0)
     items = [good, wav_claiming_rate(1), flac_claiming_frames((1 << 36) - 1), float_wav(3.4e38), good.read_bytes()]
@@ -134,7 +134,7 @@ def test_predict_each_answers_or_refuses_each_item_and_predict_batch_is_all_or_n
 
 
 def test_an_answer_is_never_nan(recognizer):
-    from tests.conftest import float_wav
+    from tests.hostile import float_wav
 
     with pytest.raises(AudioError, match="not finite"):
         recognizer.predict(float_wav(3.4e38))

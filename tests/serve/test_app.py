@@ -170,7 +170,7 @@ def test_a_long_timeline_fits_a_small_queue(service, write_clip):
 
 
 def test_hostile_audio_is_refused_from_its_header_and_never_answered_with_nan(service, write_clip):
-    from tests.conftest import flac_claiming_frames, float_wav, wav_claiming_rate
+    from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
     wav = {"content-type": "audio/wav"}
     with service() as client:

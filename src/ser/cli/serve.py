@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -68,6 +69,7 @@ def serve_command(
     from ser.serve.protocol import server_options
 
     setup_logging()
+    logging.getLogger("ser").setLevel(log_level.upper())  # --log-level is ser's too, not uvicorn's alone
     try:
         Bundle.load(bundle)  # refuse a broken bundle before binding the port
     except BundleError as e:

@@ -45,7 +45,7 @@ class DeadlineH11Protocol(H11Protocol):
         self._head_deadline = None
         if self.scope is not waiting_after or self.transport.is_closing():
             return  # a request arrived in time
-        log.info("%s: no complete request within %s s; closing the connection", _peer(self.client),
+        log.debug("%s: no complete request within %s s; closing the connection", _peer(self.client),
                  self.timeout_keep_alive)  # fmt: skip
         with contextlib.suppress(h11.LocalProtocolError):  # mid-request: h11 has no clean close to send
             self.conn.send(h11.ConnectionClosed())
