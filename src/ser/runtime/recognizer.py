@@ -280,9 +280,9 @@ class EmotionRecognizer:
         if not finite.all():
             rows = [int(i) for i in np.flatnonzero(~finite)]
             peak = max(float(np.abs(clips[i]).max()) for i in rows)
+            which = f" for clip {', '.join(map(str, rows))} of the batch" if len(clips) > 1 else ""
             raise AudioError(
-                f"the model's answer for clip {', '.join(map(str, rows))} of the batch is not finite "
-                f"(peak sample {peak:.3g}; audio is expected within about ±1)"
+                f"the model's answer{which} is not finite (peak sample {peak:.3g}; audio is expected within about ±1)"
             )
         probabilities = softmax(logits.astype(np.float64))
         answers = []
