@@ -102,6 +102,14 @@ SIZES = ("tiny", "base", "large")
     metavar="REPOSITORY",
     help="Also write a Triton Inference Server model repository entry for the bundle (REPOSITORY/<model>/).",
 )
+@click.option(
+    "--triton-backend",
+    type=click.Choice(["onnxruntime", "python"]),
+    default="onnxruntime",
+    show_default=True,
+    help="onnxruntime: Triton runs the graph (CPU or --triton-gpu), requests of equal length batch together; "
+    "python: ser's runtime in Triton's Python backend, encoded files or samples of any length.",
+)
 @click.option("--triton-max-batch", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option("--triton-gpu", is_flag=True, help="GPU instances (ONNX Runtime CUDA) instead of CPU.")
 @click.option("--triton-tensorrt", is_flag=True, help="With --triton-gpu: ONNX Runtime's TensorRT accelerator, FP16.")
@@ -142,6 +150,7 @@ def export_command(
     max_f1_drop: float,
     max_fp32_fraction: float,
     triton: str | None,
+    triton_backend: str,
     triton_max_batch: int,
     triton_gpu: bool,
     triton_tensorrt: bool,
@@ -189,7 +198,9 @@ def export_command(
             gate=Gate(min_agreement, max_f1_drop, max_fp32_fraction),
             trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
         )
-        triton_options = TritonOptions(max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt)
+        triton_options = TritonOptions(
+            backend=triton_backend, max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt
+        )
         bundle = export_bundle(options, out, overwrite=overwrite, show_progress=not quiet)
         if triton:
             model_dir = write_triton_repository(bundle, triton, triton_options, overwrite=overwrite)

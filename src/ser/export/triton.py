@@ -1,13 +1,17 @@
 """A Triton Inference Server model repository from a bundle, for serving beyond one machine.
 
-The config is built as Triton's own ModelConfig protobuf (from tritonclient), so field names and types
-are Triton's, then checked against the ONNX graph the way the server checks it at load: every graph
-input and output declared with its data type and rank (batch dimension implicit), version folder
-present, dynamic batching within max_batch_size.
+Two flavours. `python` (the default on CPUs): Triton's Python backend runs ser's own runtime on the
+bundle (ser.export.triton_python_model), takes encoded audio files or samples and answers labels and
+scores (ser.runtime.oip's tensors, the same as ser-serve's /v2 endpoints); its dynamic batcher groups
+clips of any length. `onnxruntime`: Triton's ONNX Runtime backend runs the graph itself (CPU, or GPU
+with `gpu` and its TensorRT accelerator with `tensorrt`); it takes `audio` and `lengths` and answers
+`logits`, and batches only requests whose audio has the same length, so clients send fixed-length
+windows (as `/v1/timeline` cuts them).
 
-Triton's dynamic batcher joins requests whose inputs have the same shape. Clients that send
-fixed-length windows (as `/v1/timeline` and `EmotionRecognizer.timeline` cut them) get full batches;
-`lengths` still carries each row's valid samples, so a shorter last window can be zero-padded.
+The config is built as Triton's own ModelConfig protobuf (from tritonclient), so field names and types
+are Triton's, then checked the way the server checks it at load: for `onnxruntime`, every graph input
+and output declared with its data type and rank (batch dimension implicit); for `python`, the model
+file and a bundle that loads; version folder present, dynamic batching within max_batch_size.
 """
 
 from __future__ import annotations
@@ -16,11 +20,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ser.bundle import Bundle
+from ser.bundle import MANIFEST_NAME, Bundle, BundleError
 from ser.staging import StagedFolder
 
 ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 10: "TYPE_FP16"}  # onnx.TensorProto element types
 LABELS_FILE = "labels.txt"
+BACKENDS = ("python", "onnxruntime")
+PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
 
 class TritonConfigError(ValueError):
@@ -30,13 +36,20 @@ class TritonConfigError(ValueError):
 @dataclass(frozen=True)
 class TritonOptions:
     name: str | None = None  # the model's name in the repository; default: the bundle's model name
+    backend: str = "onnxruntime"  # or "python": ser's runtime inside Triton's Python backend
     max_batch: int = 16
     max_queue_delay_us: int = 5000
     instances: int = 1
     gpu: bool = False  # KIND_GPU instances (ONNX Runtime's CUDA provider) instead of KIND_CPU
     tensorrt: bool = False  # on GPU, let ONNX Runtime hand the graph to TensorRT (FP16)
+    threads: int | None = None  # python: ONNX Runtime's CPU threads per instance
+    max_seconds: float = 60.0  # python: the longest clip a request may carry
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise TritonConfigError(f"unknown Triton backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.backend == "python" and self.gpu:
+            raise TritonConfigError("the python flavour runs ser's CPU runtime; for GPUs use the onnxruntime backend")
         if self.max_batch < 1:
             raise TritonConfigError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.tensorrt and not self.gpu:
@@ -50,17 +63,20 @@ def triton_config(bundle: Bundle, options: TritonOptions):
     num_labels = len(bundle.manifest.labels)
     config = mc.ModelConfig(
         name=options.name or bundle.manifest.model.name,
-        backend="onnxruntime",
+        backend=options.backend,
         max_batch_size=options.max_batch,
     )
-    config.input.append(mc.ModelInput(name="audio", data_type=mc.TYPE_FP32, dims=[-1]))
-    # lengths is [batch] in the graph; Triton needs one non-batch dim, so [1] reshaped to a scalar.
-    config.input.append(
-        mc.ModelInput(name="lengths", data_type=mc.TYPE_INT64, dims=[1], reshape=mc.ModelTensorReshape(shape=[]))
-    )
-    config.output.append(
-        mc.ModelOutput(name="logits", data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
-    )
+    if options.backend == "python":
+        _python_signature(config, num_labels, options)
+    else:
+        config.input.append(mc.ModelInput(name="audio", data_type=mc.TYPE_FP32, dims=[-1]))
+        # lengths is [batch] in the graph; Triton needs one non-batch dim, so [1] reshaped to a scalar.
+        config.input.append(
+            mc.ModelInput(name="lengths", data_type=mc.TYPE_INT64, dims=[1], reshape=mc.ModelTensorReshape(shape=[]))
+        )
+        config.output.append(
+            mc.ModelOutput(name="logits", data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
+        )
     preferred = [b for b in (4, 8, 16, 32, 64) if b < options.max_batch] + [options.max_batch]
     config.dynamic_batching.preferred_batch_size.extend(preferred)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -74,10 +90,31 @@ def triton_config(bundle: Bundle, options: TritonOptions):
     return config
 
 
+def _python_signature(config, num_labels: int, options: TritonOptions) -> None:
+    """ser.runtime.oip's tensors; AUDIO is ragged, so requests of any length batch together."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from ser.runtime import oip
+
+    config.input.append(mc.ModelInput(name=oip.AUDIO_FILE, data_type=mc.TYPE_STRING, dims=[1], optional=True))
+    config.input.append(
+        mc.ModelInput(name=oip.AUDIO, data_type=mc.TYPE_FP32, dims=[-1], optional=True, allow_ragged_batch=True)
+    )
+    config.input.append(mc.ModelInput(name=oip.LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True))
+    config.output.append(mc.ModelOutput(name=oip.LABEL, data_type=mc.TYPE_STRING, dims=[1]))
+    config.output.append(
+        mc.ModelOutput(name=oip.SCORES, data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
+    )
+    config.parameters["max_seconds"].string_value = f"{options.max_seconds:g}"
+    if options.threads is not None:
+        config.parameters["threads"].string_value = str(options.threads)
+
+
 def write_triton_repository(
     bundle: Bundle, repository: str | Path, options: TritonOptions = TritonOptions(), overwrite: bool = False
 ) -> Path:
-    """Write repository/<name>/{config.pbtxt, labels.txt, 1/model.onnx} and check it; returns the model folder.
+    """Write repository/<name>/{config.pbtxt, labels.txt, 1/...} and check it; returns the model folder. In 1/:
+    model.onnx (onnxruntime), or model.py and the bundle in bundle/ (python).
 
     Other models in the repository are left alone; this one's folder appears whole or not at all.
     """
@@ -87,8 +124,12 @@ def write_triton_repository(
     manifest = bundle.manifest
     header = (
         f"# Written by ser-export from {bundle.path} ({manifest.model.name}, {manifest.model.size}, "
-        f"{manifest.precision}).\n# Requests batch together when their audio has the same length: "
-        "send fixed-length windows.\n"
+        f"{manifest.precision}).\n"
+        + (
+            "# ser's runtime in Triton's Python backend: clips of any length batch together.\n"
+            if options.backend == "python"
+            else "# Requests batch together when their audio has the same length: send fixed-length windows.\n"
+        )
     )
     with StagedFolder(Path(repository) / config.name, overwrite) as staged:
         assert staged.dir is not None
@@ -96,9 +137,15 @@ def write_triton_repository(
         (staged.dir / LABELS_FILE).write_text("\n".join(manifest.labels) + "\n")
         version = staged.dir / "1"
         version.mkdir()
-        for name in manifest.files:
-            if name.startswith("model.onnx"):  # the graph and its external weights, if any
-                shutil.copy2(bundle.path / name, version / name)
+        if options.backend == "python":
+            shutil.copy2(PYTHON_MODEL, version / "model.py")
+            (version / "bundle").mkdir()
+            for name in (*manifest.files, MANIFEST_NAME):
+                shutil.copy2(bundle.path / name, version / "bundle" / name)
+        else:
+            for name in manifest.files:
+                if name.startswith("model.onnx"):  # the graph and its external weights, if any
+                    shutil.copy2(bundle.path / name, version / name)
         check_triton_model(staged.dir, expected_name=config.name)
         return staged.commit()
 
@@ -117,6 +164,8 @@ def check_triton_model(model_dir: str | Path, expected_name: str | None = None):
         raise TritonConfigError(f"{where}: {e}") from None
     if config.name != (expected_name or model_dir.name):
         raise TritonConfigError(f"{where}: name {config.name!r} must match the folder {model_dir.name!r}")
+    if config.backend == "python":
+        return _check_python_model(model_dir, config)
     graph_file = model_dir / "1" / "model.onnx"
     if not graph_file.is_file():
         raise TritonConfigError(f"{model_dir}: no version folder with model.onnx (expected {graph_file})")
@@ -148,4 +197,38 @@ def check_triton_model(model_dir: str | Path, expected_name: str | None = None):
             labels = (model_dir / output.label_filename).read_text().splitlines()
             if [len(labels)] != list(output.dims):
                 raise TritonConfigError(f"{where}: {output.label_filename} has {len(labels)} labels for {output.dims}")
+    return config
+
+
+def _check_python_model(model_dir: Path, config):
+    """The python flavour as the server would meet it: its model file, a bundle that loads, the tensors
+    ser.runtime.oip names, labels that match the scores."""
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from ser.runtime import oip
+
+    where = model_dir / "config.pbtxt"
+    version = model_dir / "1"
+    if not (version / "model.py").is_file():
+        raise TritonConfigError(f"{model_dir}: no version folder with model.py (expected {version / 'model.py'})")
+    try:
+        bundle = Bundle.load(version / "bundle")
+    except BundleError as e:
+        raise TritonConfigError(f"{model_dir}: the bundle in 1/bundle does not load: {e}") from None
+    if config.max_batch_size < 1:
+        raise TritonConfigError(f"{where}: max_batch_size must be positive: requests carry a batch dimension")
+    inputs = {i.name: mc.DataType.Name(i.data_type) for i in config.input}
+    outputs = {o.name: o for o in config.output}
+    expected_in = {oip.AUDIO_FILE: "TYPE_STRING", oip.AUDIO: "TYPE_FP32", oip.LENGTHS: "TYPE_INT64"}
+    if inputs != expected_in:
+        raise TritonConfigError(f"{where}: inputs {inputs} are not ser's {expected_in}")
+    if set(outputs) != {oip.LABEL, oip.SCORES}:
+        raise TritonConfigError(f"{where}: outputs {sorted(outputs)} are not {oip.LABEL} and {oip.SCORES}")
+    if list(outputs[oip.SCORES].dims) != [len(bundle.manifest.labels)]:
+        raise TritonConfigError(
+            f"{where}: SCORES dims {list(outputs[oip.SCORES].dims)} for {len(bundle.manifest.labels)} labels"
+        )
+    labels = (model_dir / outputs[oip.SCORES].label_filename).read_text().splitlines()
+    if tuple(labels) != bundle.manifest.labels:
+        raise TritonConfigError(f"{where}: {outputs[oip.SCORES].label_filename} does not list the bundle's labels")
     return config

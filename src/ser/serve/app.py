@@ -23,7 +23,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.runtime import oip
 from ser.runtime.recognizer import EmotionRecognizer, Prediction, summarize, window_bounds
+from ser.serve import v2
 from ser.serve.batcher import MicroBatcher, QueueFullError
 from ser.serve.metrics import ServiceMetrics
 
@@ -144,6 +146,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        if request.url.path.startswith("/v2"):  # the Open Inference Protocol's error form
+            return JSONResponse({"error": error.message}, status_code=error.status)
         return _error(error.status, error.message)
 
     @app.exception_handler(RequestValidationError)
@@ -235,6 +239,65 @@ def create_app(settings: ServeSettings) -> FastAPI:
             windows=[WindowResponse(**asdict(w)) for w in result.windows],
         )
 
+    @app.get("/v2/health/live")
+    async def v2_live() -> dict[str, bool]:
+        """Open Inference Protocol: the server is live."""
+        return {"live": True}
+
+    @app.get("/v2/health/ready", responses={503: {"description": "not ready"}})
+    async def v2_ready() -> JSONResponse:
+        """Open Inference Protocol: the model is loaded and the batcher runs."""
+        ready = isinstance(state.get("batcher"), MicroBatcher) and state["batcher"].running  # type: ignore[attr-defined]
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    @app.get("/v2")
+    async def v2_server() -> dict:
+        """Open Inference Protocol: server metadata."""
+        return {"name": "ser", "version": _version(), "extensions": ["binary_tensor_data"]}
+
+    def v2_model_name(name: str) -> EmotionRecognizer:
+        recognizer, _ = recognizer_and_batcher()
+        if name != recognizer.bundle.manifest.model.name:
+            raise ApiError(404, f"no model {name!r}; this server has {recognizer.bundle.manifest.model.name!r}")
+        return recognizer
+
+    @app.get("/v2/models/{name}")
+    async def v2_model(name: str) -> dict:
+        """Open Inference Protocol: the model's tensors (ser.runtime.oip) and labels."""
+        manifest = v2_model_name(name).bundle.manifest
+        return {
+            "name": name,
+            "versions": ["1"],
+            "platform": "ser",
+            "inputs": list(oip.INPUTS),
+            "outputs": oip.outputs_metadata(len(manifest.labels)),
+            "parameters": {"labels": list(manifest.labels), "precision": manifest.precision},
+        }
+
+    @app.get("/v2/models/{name}/ready", responses={503: {"description": "not ready"}})
+    async def v2_model_ready(name: str) -> JSONResponse:
+        v2_model_name(name)
+        return JSONResponse({"name": name, "ready": True})
+
+    @app.post("/v2/models/{name}/infer", responses={**_ERRORS, 400: {"description": "not an inference request"}})
+    async def v2_infer(name: str, request: Request) -> JSONResponse:
+        """Open Inference Protocol inference: AUDIO_FILE (BYTES, binary extension) or AUDIO + LENGTHS in,
+        LABEL and SCORES out; clips join the same micro-batcher as /v1."""
+        recognizer = v2_model_name(name)
+        _, batcher = recognizer_and_batcher()
+        body = await _read_raw(request, settings)
+        try:
+            header, tensors = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
+        except v2.ProtocolError as e:
+            raise ApiError(400, str(e)) from None
+        try:
+            clips = await run_in_threadpool(oip.clips_from_tensors, tensors, settings.max_seconds)
+        except AudioError as e:
+            raise ApiError(400, str(e)) from None
+        predictions = await answer(batcher, clips)
+        outputs = oip.output_tensors([p.label for p in predictions], [p.scores for p in predictions], recognizer.labels)
+        return JSONResponse(v2.infer_response(name, header, outputs))
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -303,6 +366,25 @@ async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, 
     if len(data) > limit:
         raise ApiError(413, f"upload is over the limit of {limit} bytes")
     return data, name
+
+
+async def _read_raw(request: Request, settings: ServeSettings) -> bytes:
+    """The whole body, within the upload limit and the body deadline."""
+    limit = int(settings.max_upload_mb * 1024 * 1024)
+
+    async def read() -> bytes:
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise ApiError(413, f"request of more than {limit} bytes is over the limit")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    try:
+        return await asyncio.wait_for(read(), settings.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
 
 
 def _client(request: Request) -> str:

@@ -1,0 +1,89 @@
+"""ser-serve's Open Inference Protocol endpoints, spoken to with Triton's own client (tritonclient.http),
+as the Triton tests speak to a real Triton: one client for either server."""
+
+import io
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser.runtime import EmotionRecognizer
+from ser.runtime.recognizer import pad_batch
+from tests.conftest import speech_like
+from tests.hostile import wav_claiming_rate
+
+httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (the triton extra) is not installed")
+
+
+def _wav(seconds: float, seed: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, speech_like(seconds, seed=seed), 16_000, format="WAV")
+    return buffer.getvalue()
+
+
+def _files(files: list[bytes]):
+    tensor = httpclient.InferInput("AUDIO_FILE", [len(files), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[f] for f in files], dtype=object))  # binary tensor extension
+    return [tensor]
+
+
+def _samples(clips: list[np.ndarray], binary: bool):
+    audio, lengths = pad_batch(clips)
+    tensors = [
+        httpclient.InferInput("AUDIO", list(audio.shape), "FP32"),
+        httpclient.InferInput("LENGTHS", [len(clips), 1], "INT64"),
+    ]
+    tensors[0].set_data_from_numpy(audio, binary_data=binary)
+    tensors[1].set_data_from_numpy(lengths[:, None], binary_data=binary)
+    return tensors
+
+
+def _client(client) -> "httpclient.InferenceServerClient":
+    return httpclient.InferenceServerClient(f"127.0.0.1:{client.base_url.port}")
+
+
+def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle):
+    files = [_wav(1.0, 1), _wav(0.6, 2)]
+    clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
+    with EmotionRecognizer.load(tiny_bundle("wavlm"), device="cpu") as recognizer:
+        expected_files = [recognizer.predict(f) for f in files]
+        expected_clips = recognizer.classify(clips)
+        labels = list(recognizer.labels)
+    with service() as client:
+        triton = _client(client)
+        assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready("wavlm")
+        metadata = triton.get_model_metadata("wavlm")
+        assert [i["name"] for i in metadata["inputs"]] == ["AUDIO_FILE", "AUDIO", "LENGTHS"]
+        assert metadata["outputs"][1] == {"name": "SCORES", "datatype": "FP32", "shape": [-1, 7]}
+        answers = [
+            (triton.infer("wavlm", _files(files)), expected_files),
+            (triton.infer("wavlm", _samples(clips, binary=True)), expected_clips),
+            (triton.infer("wavlm", _samples(clips, binary=False)), expected_clips),  # JSON tensors
+        ]
+    for result, expected in answers:
+        got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("LABEL").reshape(-1)]
+        assert got == [p.label for p in expected]
+        np.testing.assert_allclose(result.as_numpy("SCORES"), [[p.scores[k] for k in labels] for p in expected],
+                                   atol=1e-5)  # fmt: skip
+
+
+def test_bad_requests_get_the_protocols_error_form(service):
+    from tritonclient.utils import InferenceServerException
+
+    with service() as client:
+        triton = _client(client)
+        with pytest.raises(InferenceServerException, match="outside 4000-384000 Hz"):
+            triton.infer("wavlm", _files([wav_claiming_rate(1)]))
+        with pytest.raises(InferenceServerException, match="no model 'hubert'"):
+            triton.infer("hubert", _files([_wav(1.0, 1)]))
+        lengths = httpclient.InferInput("LENGTHS", [1, 1], "INT64")
+        lengths.set_data_from_numpy(np.array([[16000]], dtype=np.int64))
+        with pytest.raises(InferenceServerException, match="no audio"):
+            triton.infer("wavlm", [lengths])
+        raw = client.post("/v2/models/wavlm/infer", content=b"{not json", headers={"content-type": "application/json"})
+        cut = client.post("/v2/models/wavlm/infer", content=b'{"inputs": []}xx',
+                          headers={"inference-header-content-length": "99"})  # fmt: skip
+        ok = triton.infer("wavlm", _files([_wav(1.0, 1)]))
+    assert raw.status_code == 400 and "not JSON" in raw.json()["error"]
+    assert cut.status_code == 400 and "not a length within" in cut.json()["error"]
+    assert ok.as_numpy("SCORES").shape == (1, 7)
