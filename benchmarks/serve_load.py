@@ -59,7 +59,7 @@ local f = io.open("%(clip)s", "rb")
 wrk.method = "POST"
 wrk.body = f:read("*all")
 f:close()
-wrk.headers["Content-Type"] = "audio/wav"
+%(headers)s
 local answered = 0
 response = function(status, headers, body)
   answered = answered + 1
@@ -76,10 +76,21 @@ end
 """
 
 
-def load(url: str, clip: Path, clients: int, seconds: float, max_requests: int, workdir: Path) -> dict:
-    """Drive the service with wrk: `clients` connections, each posting `clip` as soon as its answer arrives."""
+def load(
+    url: str,
+    clip: Path,
+    clients: int,
+    seconds: float,
+    max_requests: int,
+    workdir: Path,
+    path: str = "/v1/predict",
+    headers: dict[str, str] | None = None,
+) -> dict:
+    """Drive the service with wrk: `clients` connections, each posting the file `clip` to `path` as soon as
+    its answer arrives."""
     script = workdir / "post.lua"
-    script.write_text(WRK_SCRIPT % {"clip": clip, "max_requests": max_requests})
+    lines = "\n".join(f'wrk.headers["{k}"] = "{v}"' for k, v in (headers or {"Content-Type": "audio/wav"}).items())
+    script.write_text(WRK_SCRIPT % {"clip": clip, "max_requests": max_requests, "headers": lines})
     command = [
         "wrk",
         "-t1",
@@ -89,7 +100,7 @@ def load(url: str, clip: Path, clients: int, seconds: float, max_requests: int, 
         "60s",
         "-s",
         str(script),
-        f"{url}/v1/predict",
+        f"{url}{path}",
     ]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     line = next(line for line in output.splitlines() if line.startswith("RESULT "))

@@ -83,3 +83,21 @@ def test_missing_version_folder(tiny_bundle, tmp_path):
     (model_dir / "1" / "model.onnx").unlink()
     with pytest.raises(TritonConfigError, match="no version folder"):
         check_triton_model(model_dir)
+
+
+def test_python_flavour_layout_and_check(tiny_bundle, tmp_path):
+    bundle = Bundle.load(tiny_bundle("wavlm"))
+    model_dir = write_triton_repository(bundle, tmp_path, TritonOptions(backend="python", max_batch=8, threads=1))
+    assert sorted(p.relative_to(model_dir).as_posix() for p in model_dir.rglob("*")) == [
+        "1", "1/bundle", "1/bundle/manifest.json", "1/bundle/model.onnx", "1/model.py", "config.pbtxt", "labels.txt",
+    ]  # fmt: skip
+    config = check_triton_model(model_dir)
+    assert config.backend == "python" and config.parameters["threads"].string_value == "1"
+    inputs = {i.name: i for i in config.input}
+    assert inputs["AUDIO"].allow_ragged_batch and all(i.optional for i in config.input)
+    assert Bundle.load(model_dir / "1" / "bundle").manifest == bundle.manifest
+    (model_dir / "1" / "bundle" / "model.onnx").write_bytes(b"tampered")
+    with pytest.raises(TritonConfigError, match="the bundle in 1/bundle does not load"):
+        check_triton_model(model_dir)
+    with pytest.raises(TritonConfigError, match="python flavour runs ser's CPU runtime"):
+        TritonOptions(backend="python", gpu=True)

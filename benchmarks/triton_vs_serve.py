@@ -1,0 +1,165 @@
+"""The same bundle and the same load against ser-serve and against Triton's Python backend, side by side.
+
+    python benchmarks/triton_vs_serve.py BUNDLE [--clients 64] [--seconds 30] [--out FILE.json]
+
+Both servers speak the Open Inference Protocol, so wrk (one thread, `--clients` connections, each posting
+the next request when its answer arrives) sends both the identical request: POST /v2/models/<name>/infer
+with a 2 s WAV as AUDIO_FILE in the binary tensor extension. ser-serve runs with `--max-batch 16
+--max-wait-ms 5`; Triton gets `ser-export --triton-backend python --triton-max-batch 16` (dynamic
+batching, 5 ms queue delay, one CPU instance), from the tritonserver and Python backend of the
+nvidia-pytriton wheel, its stub in .venv-triton (as `make test` builds it). Each server gets a 5 s
+warm-up, then the measured run; both use ONNX Runtime's default threads. Reports throughput, latency
+p50/p99, errors and RSS (Triton: the server and its stub processes). Loopback only; wrk shares the
+two cores with the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' Triton launcher
+from serve_load import load, rss_mib
+from tests.triton_server import start_triton, unavailable_reason
+
+from ser.audio import SAMPLE_RATE, synthetic_voice
+from ser.bench.environment import cpu_info
+from ser.bundle import Bundle
+from ser.export.triton import TritonOptions, write_triton_repository
+
+SCRIPTS = Path(sys.executable).parent
+HEADERS = {"Content-Type": "application/octet-stream"}
+
+
+def infer_body(wav: bytes) -> tuple[bytes, int]:
+    """An OIP infer request with one AUDIO_FILE in the binary tensor extension: (body, JSON header length)."""
+    element = struct.pack("<I", len(wav)) + wav
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "AUDIO_FILE",
+                    "shape": [1, 1],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": len(element)},
+                }
+            ]
+        }
+    ).encode()
+    return header + element, len(header)
+
+
+def tree_rss_mib(pid: int) -> float:
+    """RSS of `pid` and its children (Triton's Python stubs are child processes)."""
+    total = rss_mib(pid)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                total += rss_mib(int(stat.parent.name))
+        except (OSError, IndexError, ValueError, RuntimeError):
+            continue
+    return total
+
+
+def measure(url: str, pid: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
+    headers = {**HEADERS, "Inference-Header-Content-Length": str(header_length)}
+    load(url, body, args.clients, 5.0, 10**9, work, path, headers)  # warm-up, not counted
+    rss_start = tree_rss_mib(pid)
+    result = load(url, body, args.clients, args.seconds, args.max_requests, work, path, headers)
+    rss_end = tree_rss_mib(pid)
+    return {**result, "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1)}}
+
+
+def run_serve(bundle: Path, name: str, path: str, body: Path, header_length: int, args, work: Path) -> dict:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [SCRIPTS / "ser-serve", bundle, "--port", str(port), "--max-batch", "16", "--max-wait-ms", "5",
+               "--log-level", "warning", "--max-connections", "1024"]  # fmt: skip
+    server = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        return measure(url, server.pid, path, body, header_length, args, work)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def run_triton(bundle: Path, name: str, path: str, body: Path, header_length: int, args, work: Path) -> dict:
+    repository = work / "models"
+    write_triton_repository(Bundle.load(bundle), repository, TritonOptions(backend="python", max_batch=16))
+    server = start_triton(repository, work)
+    try:
+        return measure(f"http://{server.http_url}", server.process.pid, path, body, header_length, args, work)
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--max-requests", type=int, default=200_000)
+    parser.add_argument("--clip-seconds", type=float, default=2.0)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("triton_vs_serve: needs wrk (Debian/Ubuntu: apt-get install wrk)")
+    if (reason := unavailable_reason()) is not None:
+        sys.exit(f"triton_vs_serve: {reason}")
+    name = Bundle.load(args.bundle).manifest.model.name
+    path = f"/v2/models/{name}/infer"
+    buffer = io.BytesIO()
+    sf.write(buffer, synthetic_voice(int(args.clip_seconds * SAMPLE_RATE), seed=0), SAMPLE_RATE, format="WAV")
+    data, header_length = infer_body(buffer.getvalue())
+    runs = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        body = work / "infer.bin"
+        body.write_bytes(data)
+        for server, run in (("ser-serve", run_serve), ("triton-python", run_triton)):
+            folder = work / server
+            folder.mkdir()
+            runs[server] = run(args.bundle, name, path, body, header_length, args, folder)
+    report = {
+        "bundle": str(args.bundle),
+        "clients": args.clients,
+        "seconds": args.seconds,
+        "clip_seconds": args.clip_seconds,
+        "machine": cpu_info(),
+        "runs": runs,
+    }
+    print("| server | requests | errors | throughput (req/s) | p50 ms | p99 ms | RSS start → end MiB |")
+    print("|---|---:|---:|---:|---:|---:|---|")
+    for server, r in runs.items():
+        lat = r["latency_ms"]
+        print(f"| {server} | {r['requests']} | {r['errors']} | {r['throughput_rps']:.1f} | {lat['p50']:.0f} | "
+              f"{lat['p99']:.0f} | {r['rss_mib']['start']:.0f} → {r['rss_mib']['end']:.0f} |")  # fmt: skip
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
