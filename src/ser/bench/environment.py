@@ -8,27 +8,22 @@ import platform
 import shutil
 import subprocess
 import time
-from pathlib import Path
+
+from ser.runtime.cpu import cpu_features
 
 # CPU features that change which kernels ONNX Runtime and PyTorch pick (VNNI/AMX for INT8, AVX-512 for FP32).
-CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile")
+CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_int8")  # fmt: skip
 LIBRARIES = ("ser", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "transformers", "onnx", "tensorrt")
 
 
 def cpu_info() -> dict:
-    model, flags = platform.processor() or platform.machine(), set()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
+    cpu = cpu_features()
     return {
-        "model": model,
+        "model": cpu.model,
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "flags": [flag for flag in CPU_FLAGS if flag in flags],
+        "flags": [flag for flag in CPU_FLAGS if flag in cpu.flags],
+        "int8_numerics": cpu.numerics,  # what ONNX Runtime's u8s8 kernels compute with (ser.runtime.cpu)
     }
 
 

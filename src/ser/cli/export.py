@@ -61,6 +61,15 @@ SIZES = ("tiny", "base", "large")
     help="INT8: dynamic (MatMul weights; no calibration) or static (QDQ, MatMul and Conv, calibrated on "
     "--calibration-data). Gated on --eval-data.",
 )
+@click.option(
+    "--int8-target",
+    type=click.Choice(["portable", "vnni"]),
+    default="portable",
+    show_default=True,
+    help="portable: 7-bit weights, computed exactly on every x86-64 CPU, so the gate's verdict holds wherever the "
+    "bundle runs; vnni: full 8-bit weights, exact only on CPUs with AVX-512 VNNI / AVX-VNNI / AMX (the manifest "
+    "records the CPU, and loading elsewhere warns).",
+)
 @click.option("--calibration-data", type=click.Path(exists=True, file_okay=False), default=None, metavar="DIR")
 @click.option(
     "--calibration-method", type=click.Choice(["minmax", "entropy", "percentile"]), default="minmax", show_default=True
@@ -141,6 +150,7 @@ def export_command(
     optimize: bool | None,
     fp16: bool,
     int8: str | None,
+    int8_target: str,
     calibration_data: str | None,
     calibration_method: str,
     calibration_clips: int,
@@ -190,7 +200,7 @@ def export_command(
             tolerance=tolerance,
             optimize=not trt if optimize is None else optimize,
             fp16=fp16,
-            int8=Int8Options(int8, calibration_method, symmetric=trt) if int8 else None,
+            int8=Int8Options(int8, calibration_method, symmetric=trt, target=int8_target) if int8 else None,
             calibration_data=calibration_data,
             eval_data=eval_data,
             calibration_clips=calibration_clips,

@@ -45,6 +45,12 @@ from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Predict
     help="Longer files are refused (from their header, before decoding) with an error line of their own: the "
     "model's memory grows with the square of a clip's length. Use ser-serve's /v1/timeline for long recordings.",
 )
+@click.option(
+    "--strict-cpu",
+    is_flag=True,
+    help="Refuse (exit 2) an INT8 bundle whose answers can differ on this CPU from what its accuracy gate "
+    "checked (a 'vnni' target on a CPU without VNNI); without it, a warning says so.",
+)
 def infer_command(
     bundle: str,
     files: tuple[str, ...],
@@ -54,6 +60,7 @@ def infer_command(
     threads: int | None,
     batch_size: int,
     max_seconds: float,
+    strict_cpu: bool,
 ) -> None:
     """Classify the emotion in each FILE (wav, flac, ogg, mp3) with the BUNDLE folder.
 
@@ -61,8 +68,13 @@ def infer_command(
     cannot be read, is too long, or fails in any other way does not stop the others. The exit status
     is 1 if any failed (2 if the bundle itself is unusable).
     """
+    from ser.cli import setup_logging
+
+    setup_logging(verbose=False)  # warnings (an INT8 bundle from another kind of CPU) on stderr
     try:
-        recognizer = EmotionRecognizer.load(bundle, backend=backend, device=device, threads=threads)
+        recognizer = EmotionRecognizer.load(
+            bundle, backend=backend, device=device, threads=threads, strict_cpu=strict_cpu
+        )
     except (BundleError, BackendError) as e:
         click.echo(f"ser-infer: error: {e}", err=True)
         sys.exit(2)

@@ -37,6 +37,7 @@ from ser.runtime.recognizer import BACKENDS, DEVICES
               help="A connection without a complete request head for this long (idle, or slow) is closed.")  # fmt: skip
 @click.option("--max-connections", type=click.IntRange(min=1), default=256, show_default=True,
               help="Concurrent connections and requests per worker; more get 503.")  # fmt: skip
+@click.option("--strict-cpu", is_flag=True, help="As ser-infer's: refuse an INT8 bundle gated on another kind of CPU.")
 @click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="info", show_default=True)
 def serve_command(
     bundle: Path,
@@ -57,6 +58,7 @@ def serve_command(
     body_timeout_s: float,
     keep_alive_s: float,
     max_connections: int,
+    strict_cpu: bool,
     log_level: str,
 ) -> None:
     """Serve BUNDLE over HTTP: POST /v1/predict, POST /v1/timeline, GET /healthz, /readyz, /metrics,
@@ -88,6 +90,7 @@ def serve_command(
         body_timeout_s=body_timeout_s,
         keep_alive_s=keep_alive_s,
         max_connections=max_connections,
+        strict_cpu=strict_cpu,
         backend=backend,
         device=device,
         threads=threads,

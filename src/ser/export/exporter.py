@@ -28,6 +28,7 @@ from ser.export.validate import CASES, ExportToleranceError, ValidationReport, v
 from ser.labels import canonical_labels
 from ser.models import LoadedModel, load_model
 from ser.models.reference import original_model
+from ser.runtime.cpu import cpu_features
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 from ser.runtime.tensorrt import TensorRTBackend
 
@@ -315,6 +316,11 @@ def _quantize(
         else {"folder": str(calibration.folder), "clips": len(calibration), "seed": calibration.seed},
         "evaluation": {"folder": str(evaluation.folder), "clips": len(evaluation), "seed": evaluation.seed},
         "gate": asdict(options.gate),
+        "target": "tensorrt" if int8.symmetric else int8.target,
+        "reduce_range": int8.reduce_range,
+        # the CPU the gate ran on, as far as INT8 numerics go, and the kernels' version (ser.runtime.cpu)
+        "cpu": cpu_features().to_dict(),
+        "onnxruntime": onnxruntime.__version__,
         "quantized_nodes": len(quantizable) - len(fallback.fp32_nodes),
         "fp32_nodes": list(fallback.fp32_nodes),
         **fallback.result.to_dict(),

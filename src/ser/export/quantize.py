@@ -31,6 +31,7 @@ from onnxruntime.quantization import (
 
 from ser.export.calibration import AudioFolderReader, Feeds
 from ser.export.optimize import save_model
+from ser.runtime.cpu import TARGETS
 
 MODES = ("dynamic", "static")
 METHODS = {
@@ -49,10 +50,20 @@ class Int8Options:
     # Symmetric signed INT8 activations (zero point 0), the only kind TensorRT's explicit quantization
     # takes; ONNX Runtime's CPU kernels are fastest with asymmetric unsigned ones.
     symmetric: bool = False
+    # portable: 7-bit weights, whose u8s8 products ONNX Runtime computes exactly on every x86-64 CPU, so the
+    # gate's verdict holds wherever the bundle runs; vnni: full 8-bit weights, exact only on VNNI CPUs
+    # (ser.runtime.cpu). TensorRT (symmetric) takes its own INT8 and ignores the target.
+    target: str = "portable"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"--int8 {self.mode!r}: choose one of {', '.join(MODES)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"--int8-target {self.target!r}: choose one of {', '.join(TARGETS)}")
+
+    @property
+    def reduce_range(self) -> bool:
+        return self.target == "portable" and not self.symmetric
         if self.method not in METHODS:
             raise ValueError(f"--calibration-method {self.method!r}: choose one of {', '.join(METHODS)}")
 
@@ -101,6 +112,7 @@ class Quantizer:
         common = dict(
             op_types_to_quantize=list(OP_TYPES[self.options.mode]),
             per_channel=self.options.per_channel,
+            reduce_range=self.options.reduce_range,
             nodes_to_quantize=nodes,
             use_external_data_format=self.float_path.with_name(self.float_path.name + ".data").exists(),
         )

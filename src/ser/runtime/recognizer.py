@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -12,10 +13,12 @@ import numpy as np
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, AudioInput, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
+from ser.runtime.cpu import cpu_features, int8_mismatch
 from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
 from ser.runtime.tensorrt import TensorRTBackend, current_target, pick_engine, unavailable_reason
 
 BACKENDS = ("auto", "onnxruntime", "tensorrt")
+log = logging.getLogger(__name__)
 CHECK_SAMPLES = SAMPLE_RATE // 2  # the load-time graph check's clip: within every TensorRT profile (≥ 0.5 s)
 DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime runs; tensorrt: its TensorRT provider
 
@@ -152,9 +155,18 @@ class EmotionRecognizer:
     'neutral'
     """
 
-    def __init__(self, bundle: Bundle, backend: Backend):
+    def __init__(self, bundle: Bundle, backend: Backend, strict_cpu: bool = False):
+        """`strict_cpu` refuses (BundleError) an INT8 bundle whose answers can differ on this CPU from what
+        its accuracy gate checked; otherwise that is a warning, logged once and kept in `cpu_warning`."""
         self.bundle = bundle
         self.backend = backend
+        self.cpu_warning = (
+            int8_mismatch(bundle.manifest.quantization, cpu_features()) if backend.name.endswith("cpu") else None
+        )
+        if self.cpu_warning is not None:
+            if strict_cpu:
+                raise BundleError(f"{bundle.path}: {self.cpu_warning}")
+            log.warning("%s: %s", bundle.path, self.cpu_warning)
         self.labels: tuple[str, ...] = bundle.manifest.labels
         self.canonical_labels = dict(zip(self.labels, bundle.manifest.canonical_labels, strict=True))
         if bundle.manifest.sample_rate != SAMPLE_RATE:
@@ -187,12 +199,13 @@ class EmotionRecognizer:
         backend: str = "auto",
         device: str = "auto",
         threads: int | None = None,
+        strict_cpu: bool = False,
     ) -> EmotionRecognizer:
         """Verify and open a bundle folder on the fastest backend here (see `open_backend`). `threads`
-        caps the CPU threads (None: ONNX Runtime decides)."""
+        caps the CPU threads (None: ONNX Runtime decides); `strict_cpu`: see the constructor."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, open_backend(bundle, backend, device, threads))
+        return cls(bundle, open_backend(bundle, backend, device, threads), strict_cpu)
 
     def predict(self, audio: AudioInput, sample_rate: int | None = None) -> Prediction:
         """Classify one clip: a path, the bytes of an audio file, or samples with their `sample_rate`."""

@@ -52,6 +52,7 @@ class ServeSettings:
     backend: str = "auto"
     device: str = "auto"
     threads: int | None = None
+    strict_cpu: bool = False  # refuse to start with an INT8 bundle whose answers can differ on this CPU
 
     def to_env(self) -> str:
         return json.dumps(asdict(self))
@@ -114,8 +115,9 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         recognizer = await run_in_threadpool(
-            EmotionRecognizer.load, settings.bundle, settings.backend, settings.device, settings.threads
-        )
+            EmotionRecognizer.load, settings.bundle, settings.backend, settings.device, settings.threads,
+            settings.strict_cpu,
+        )  # fmt: skip
         # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
         warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
         await run_in_threadpool(recognizer.classify, warm)
@@ -127,6 +129,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             on_batch=metrics.observe_batch,
         )
         batcher.start()
+        metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
         state.update(recognizer=recognizer, batcher=batcher)
         log.info("serving %s (%s), max batch %d", settings.bundle, recognizer.bundle.manifest.model.name,
                  settings.max_batch)  # fmt: skip
@@ -308,8 +311,11 @@ def create_app(settings: ServeSettings) -> FastAPI:
         """The model is loaded and the batcher runs: send traffic."""
         batcher = state.get("batcher")
         if isinstance(batcher, MicroBatcher) and batcher.running:
-            recognizer = state["recognizer"]
-            return JSONResponse({"status": "ready", "model": recognizer.bundle.manifest.model.name})  # type: ignore[attr-defined]
+            recognizer: EmotionRecognizer = state["recognizer"]  # type: ignore[assignment]
+            warnings = [recognizer.cpu_warning] if recognizer.cpu_warning else []
+            return JSONResponse(
+                {"status": "ready", "model": recognizer.bundle.manifest.model.name, "warnings": warnings}
+            )
         return _error(503, "not ready")
 
     @app.get("/metrics")

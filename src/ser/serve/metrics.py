@@ -37,6 +37,12 @@ class ServiceMetrics:
         self.queue_depth = Gauge(
             "ser_queue_depth", "Clips waiting for a batch", registry=self.registry, multiprocess_mode="livesum"
         )
+        self.int8_cpu_mismatch = Gauge(
+            "ser_int8_cpu_mismatch",
+            "1 if the INT8 bundle's answers can differ on this CPU from what its accuracy gate checked",
+            registry=self.registry,
+            multiprocess_mode="max",
+        )
 
     @contextmanager
     def request(self, path: str) -> Iterator[Callable[[int], None]]:

@@ -1,0 +1,109 @@
+"""The CPU's INT8 class, read from /proc/cpuinfo-format text, and the load-time check of INT8 bundles,
+with the CPU detection stood in for by cpuinfo files of the two kinds of CPU."""
+
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ser.export import ExportOptions, Gate, Int8Options, export_bundle
+from ser.runtime import BundleError, EmotionRecognizer
+from ser.runtime.cpu import cpu_features, int8_mismatch
+
+VNNI = (
+    "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_vnni avx_vnni\n"
+)
+AVX2 = "processor\t: 0\nmodel name\t: AMD EPYC 7R13\nflags\t\t: fpu sse2 avx2 fma\n"
+AVX512_NO_VNNI = "model name\t: Intel Xeon Platinum 8175M\nflags\t\t: avx2 avx512f avx512bw\n"
+
+
+def _cpuinfo(tmp_path: Path, text: str, name: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_int8_class_comes_from_the_flags(tmp_path):
+    vnni = cpu_features(_cpuinfo(tmp_path, VNNI, "vnni"))
+    assert vnni.model == "AMD EPYC 9R14" and vnni.numerics == "exact-int32"
+    assert vnni.int8 == {"avx2": True, "avx512bw": True, "avx512_vnni": True, "avx_vnni": True, "amx_int8": False}
+    assert cpu_features(_cpuinfo(tmp_path, AVX2, "avx2")).numerics == "saturating-int16"
+    assert cpu_features(_cpuinfo(tmp_path, AVX512_NO_VNNI, "skx")).numerics == "saturating-int16"
+
+
+def test_only_a_non_portable_bundle_on_another_class_is_a_mismatch(tmp_path):
+    vnni, avx2 = (cpu_features(_cpuinfo(tmp_path, t, n)) for t, n in ((VNNI, "v"), (AVX2, "a")))
+    gated_on_vnni = {"target": "vnni", "cpu": vnni.to_dict()}
+    assert int8_mismatch(gated_on_vnni, vnni) is None
+    reason = int8_mismatch(gated_on_vnni, avx2)
+    assert reason is not None and "AMD EPYC 9R14 (exact-int32" in reason and "saturating-int16" in reason
+    assert int8_mismatch({**gated_on_vnni, "target": "portable"}, avx2) is None
+    assert int8_mismatch({}, avx2) is None  # FP32 bundles, and INT8 bundles from before it was recorded
+
+
+@pytest.fixture(scope="module")
+def int8_bundles(tiny_checkpoint, synth_corpus, tmp_path_factory):
+    """target → a static INT8 bundle of the tiny wav2vec2, gated (openly) on this machine's CPU."""
+    out = tmp_path_factory.mktemp("int8-targets")
+    bundles = {}
+    for target in ("portable", "vnni"):
+        options = ExportOptions(
+            checkpoint=str(tiny_checkpoint("wav2vec2")),
+            int8=Int8Options("static", target=target),
+            calibration_data=str(synth_corpus),
+            calibration_clips=12,
+            eval_clips=12,
+            gate=Gate(min_agreement=0.0, max_f1_drop=None),
+        )
+        bundles[target] = export_bundle(options, out / target)
+    return bundles
+
+
+def test_the_manifest_records_the_target_the_cpu_and_onnxruntime(int8_bundles):
+    import onnxruntime
+
+    for target, bundle in int8_bundles.items():
+        quantization = bundle.manifest.quantization
+        assert quantization["target"] == target and quantization["reduce_range"] == (target == "portable")
+        assert quantization["cpu"] == cpu_features().to_dict()
+        assert quantization["onnxruntime"] == onnxruntime.__version__
+
+
+def test_loading_elsewhere_warns_once_and_strict_refuses(int8_bundles, tmp_path, monkeypatch, caplog):
+    here = cpu_features()
+    other = AVX2 if here.numerics == "exact-int32" else VNNI
+    monkeypatch.setenv("SER_CPUINFO", str(_cpuinfo(tmp_path, other, "other")))
+    caplog.set_level(logging.WARNING, logger="ser")
+    with EmotionRecognizer.load(int8_bundles["vnni"].path, device="cpu") as recognizer:
+        assert recognizer.cpu_warning is not None and "its answers can differ" in recognizer.cpu_warning
+    assert caplog.text.count("its answers can differ") == 1
+    with pytest.raises(BundleError, match="its accuracy gate ran on"):
+        EmotionRecognizer.load(int8_bundles["vnni"].path, device="cpu", strict_cpu=True)
+    with EmotionRecognizer.load(int8_bundles["portable"].path, device="cpu", strict_cpu=True) as recognizer:
+        assert recognizer.cpu_warning is None  # 7-bit weights: the same answers on either kind of CPU
+
+
+def test_ser_infer_and_ser_serve_surface_it(int8_bundles, tmp_path, write_clip, monkeypatch):
+    from tests.serve.conftest import running_service
+
+    here = cpu_features()
+    other = _cpuinfo(tmp_path, AVX2 if here.numerics == "exact-int32" else VNNI, "other")
+    clip = write_clip("a.wav")
+    script = Path(sys.executable).parent / "ser-infer"
+    env_other = {**__import__("os").environ, "SER_CPUINFO": str(other)}
+    warned = subprocess.run([script, int8_bundles["vnni"].path, clip], capture_output=True, text=True, env=env_other)
+    assert warned.returncode == 0 and "its answers can differ" in warned.stderr
+    strict = subprocess.run([script, int8_bundles["vnni"].path, clip, "--strict-cpu"], capture_output=True,
+                            text=True, env=env_other)  # fmt: skip
+    assert strict.returncode == 2 and "its accuracy gate ran on" in strict.stderr
+
+    from ser.serve import ServeSettings
+
+    monkeypatch.setenv("SER_CPUINFO", str(other))
+    with running_service(ServeSettings(bundle=str(int8_bundles["vnni"].path), threads=1)) as client:
+        ready = client.get("/readyz").json()
+        metrics = client.get("/metrics").text
+    assert "its answers can differ" in ready["warnings"][0]
+    assert "ser_int8_cpu_mismatch 1.0" in metrics
