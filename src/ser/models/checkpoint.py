@@ -229,6 +229,7 @@ def _load_folder(
                 f"{path / _STATE_DICT}: weights of another shape than {cls.__name__}'s: {mismatched[:_SHOWN_KEYS]}"
             )
         missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in mismatched]  # a new head's weights: reported as mismatched
         return model, {"missing_keys": missing, "unexpected_keys": unexpected, "mismatched_keys": mismatched}
     raise CheckpointError(f"{path}: no weights; expected one of {', '.join((*_PRETRAINED_WEIGHTS, _STATE_DICT))}")
 
