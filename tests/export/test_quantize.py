@@ -124,3 +124,13 @@ def test_sensitivity_measures_each_node_alone_at_the_output(tmp_path, tiny_check
     matmuls = quantizable_nodes(onnx.load(tmp_path / "float.onnx"), "dynamic")[:3]
     scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "d.onnx", matmuls, feeds, dynamic.quantize)
     assert set(scores) == set(matmuls) and min(scores.values()) > 0
+
+
+@pytest.mark.parametrize(("agreed", "clips"), [(70, 70), (299, 299), (59, 60), (5, 10), (1, 200)])
+def test_the_agreement_lower_bound_is_clopper_pearsons(agreed, clips):
+    from scipy.stats import beta
+
+    from ser.export.gate import agreement_lower_bound
+
+    assert agreement_lower_bound(agreed, clips) == pytest.approx(beta.ppf(0.05, agreed, clips - agreed + 1), abs=1e-9)
+    assert agreement_lower_bound(0, clips) == 0.0

@@ -9,6 +9,7 @@ doubling their number each round, until the gate passes or the fallback budget i
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +64,29 @@ class Reference:
         return 100 * classification_metrics(self.truth, logits.argmax(axis=1), self.labels).macro_f1
 
 
+def agreement_lower_bound(agreed: int, clips: int, confidence: float = 0.95) -> float:
+    """The one-sided Clopper-Pearson lower bound on the agreement rate that `agreed` of `clips` shows, at
+    `confidence`: 70 of 70 only says ≥ 95.8 % (0.05 ** (1 / 70)); 299 of 299 says ≥ 99.0 %."""
+    if clips <= 0 or agreed <= 0:
+        return 0.0
+    alpha = 1 - confidence
+
+    def tail(p: float) -> float:  # P(X >= agreed) for X ~ Binomial(clips, p)
+        log_terms = [
+            math.lgamma(clips + 1) - math.lgamma(i + 1) - math.lgamma(clips - i + 1)
+            + i * math.log(p) + (clips - i) * math.log1p(-p)
+            for i in range(agreed, clips + 1)
+        ]  # fmt: skip
+        top = max(log_terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+
+    low, high = 0.0, 1.0
+    for _ in range(60):  # the tail grows with p: bisect for tail(p) = alpha
+        mid = (low + high) / 2
+        low, high = (mid, high) if tail(mid) < alpha else (low, mid)
+    return low
+
+
 @dataclass(frozen=True)
 class GateResult:
     agreement: float
@@ -72,16 +96,23 @@ class GateResult:
     passed: bool
 
     @property
+    def agreement_lower_bound(self) -> float:
+        """What the clips show with 95 % confidence (the gate still judges the point agreement)."""
+        return agreement_lower_bound(round(self.agreement * self.clips), self.clips)
+
+    @property
     def f1_drop(self) -> float | None:
         if self.macro_f1 is None or self.reference_macro_f1 is None:
             return None
         return self.reference_macro_f1 - self.macro_f1
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "f1_drop": self.f1_drop}
+        return {**asdict(self), "f1_drop": self.f1_drop, "agreement_lower_bound_95": self.agreement_lower_bound}
 
     def describe(self) -> str:
-        text = f"top-1 agreement {self.agreement:.1%} on {self.clips} clips"
+        text = (
+            f"top-1 agreement {self.agreement:.1%} on {self.clips} clips (≥ {self.agreement_lower_bound:.1%} at 95 %)"
+        )
         if self.macro_f1 is not None:
             text += f", macro-F1 {self.macro_f1:.1f} vs PyTorch {self.reference_macro_f1:.1f}"
         return text
