@@ -96,6 +96,10 @@ def test_int8_needs_audio_for_its_gate():
         ExportOptions("wav2vec2", fp16=True, int8=Int8Options("dynamic"), eval_data="x")
     with pytest.raises(ValueError, match="entropy"):
         Int8Options("static", method="kl")
+    with pytest.raises(ValueError, match="--int8-target 'avx2': choose one of portable, vnni"):
+        Int8Options("static", target="avx2")
+    assert Int8Options("dynamic").reduce_range and not Int8Options("dynamic", target="vnni").reduce_range
+    assert not Int8Options("static", symmetric=True).reduce_range  # TensorRT takes full-range INT8
 
 
 def test_sensitivity_measures_each_node_alone_at_the_output(tmp_path, tiny_checkpoint, synth_corpus):

@@ -60,12 +60,12 @@ class Int8Options:
             raise ValueError(f"--int8 {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.target not in TARGETS:
             raise ValueError(f"--int8-target {self.target!r}: choose one of {', '.join(TARGETS)}")
+        if self.method not in METHODS:
+            raise ValueError(f"--calibration-method {self.method!r}: choose one of {', '.join(METHODS)}")
 
     @property
     def reduce_range(self) -> bool:
         return self.target == "portable" and not self.symmetric
-        if self.method not in METHODS:
-            raise ValueError(f"--calibration-method {self.method!r}: choose one of {', '.join(METHODS)}")
 
 
 def quantizable_nodes(model: onnx.ModelProto, mode: str) -> list[str]:
