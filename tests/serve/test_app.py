@@ -54,7 +54,7 @@ def test_health_readiness_metrics_and_openapi(service, write_clip):
     clip = write_clip("a.wav", seconds=1.0).read_bytes()
     with service() as client:
         assert client.get("/healthz").json() == {"status": "ok"}
-        assert client.get("/readyz").json() == {"status": "ready", "model": "wavlm"}
+        assert client.get("/readyz").json() == {"status": "ready", "model": "wavlm", "warnings": []}
         for _ in range(3):
             client.post("/v1/predict", content=clip, headers={"content-type": "audio/wav"})
         client.post("/v1/predict", content=b"junk", headers={"content-type": "audio/wav"})
