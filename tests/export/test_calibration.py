@@ -51,3 +51,16 @@ def test_folder_without_audio_is_a_clear_error(tmp_path):
         AudioFolderReader.from_folder(tmp_path)
     with pytest.raises(DataError, match="must be a folder"):
         AudioFolderReader.from_folder(tmp_path / "missing")
+
+
+def test_evaluation_leaves_out_the_calibration_clips_and_says_when_none_are_left(synth_corpus, tmp_path, write_clip):
+    calibration = AudioFolderReader.from_folder(synth_corpus, limit=20, seed=0)
+    evaluation = AudioFolderReader.from_folder(synth_corpus, limit=100, seed=1, exclude=calibration.paths)
+    assert not set(calibration.paths) & set(evaluation.paths)
+    assert evaluation.excluded == 20 and len(evaluation) == 42 - 20
+    with pytest.raises(DataError, match="every clip is already used for calibration"):
+        AudioFolderReader.from_folder(synth_corpus, seed=1, exclude=[p for p in synth_corpus.rglob("*.wav")])
+    folder = tmp_path / "any-rate"
+    folder.mkdir()
+    write_clip("any-rate/a.wav", seconds=1.0, rate=44_100)  # decoded and resampled, not skipped
+    assert len(AudioFolderReader.from_folder(folder).clips[0]) == 16_000

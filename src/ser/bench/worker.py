@@ -126,7 +126,7 @@ class Session:
         if command == "logits":
             logits = []
             for path in message["clips"]:
-                audio = load_audio(path, SAMPLE_RATE)
+                audio = load_audio(path)  # any rate: resampled to 16 kHz
                 feeds = {"audio": audio[None], "lengths": np.array([len(audio)], dtype=np.int64)}
                 logits.append(self.backend.infer(feeds)["logits"][0].tolist())
             return {"logits": logits}

@@ -11,7 +11,7 @@ which the gate's macro-F1 needs; any other folder of audio gives clips without l
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,13 +35,22 @@ class AudioFolderReader:
     clips: tuple[np.ndarray, ...]
     labels: tuple[str | None, ...]
     seed: int
+    paths: tuple[Path, ...] = ()  # the files the clips came from
+    excluded: int = 0  # files of the folder left out because another reader holds them
 
     @classmethod
     def from_folder(
-        cls, folder: str | Path, limit: int = 300, seed: int = 0, max_seconds: float = 8.0
+        cls,
+        folder: str | Path,
+        limit: int = 300,
+        seed: int = 0,
+        max_seconds: float = 8.0,
+        exclude: Collection[Path] = (),
     ) -> AudioFolderReader:
         """Sample up to `limit` clips with `seed` (stratified by nothing: a plain seeded shuffle, so
-        the sample follows the folder's own class mix). Unreadable files are skipped with a warning."""
+        the sample follows the folder's own class mix), leaving out the files in `exclude` (the
+        calibration clips, so that the gate judges on speech the quantizer never saw). Unreadable files
+        are skipped with a warning."""
         folder = Path(folder)
         if not folder.is_dir():
             raise DataError(f"{folder}: calibration/evaluation data must be a folder of audio files")
@@ -53,22 +62,31 @@ class AudioFolderReader:
             entries = [(path, None) for path in files]
         if not entries:
             raise DataError(f"{folder}: no audio clips found ({', '.join(sorted(AUDIO_EXTENSIONS))})")
+        excluded_paths = {Path(p).resolve() for p in exclude}
+        kept = [(path, label) for path, label in entries if path.resolve() not in excluded_paths]
+        if not kept:
+            raise DataError(
+                f"{folder}: every clip is already used for calibration; evaluate on another folder (--eval-data) "
+                "or calibrate on fewer clips (--calibration-clips)"
+            )
+        excluded, entries = len(entries) - len(kept), kept
         order = np.random.default_rng(seed).permutation(len(entries))
         max_samples = int(max_seconds * SAMPLE_RATE)
-        clips, labels = [], []
+        clips, labels, paths = [], [], []
         for index in order:
             if len(clips) == limit:
                 break
             path, label = entries[index]
             try:
-                clips.append(load_audio(path, SAMPLE_RATE)[:max_samples])
+                clips.append(load_audio(path)[:max_samples])  # any rate: resampled to 16 kHz
             except AudioError as e:
                 log.warning("skipping %s: %s", path, e)
                 continue
             labels.append(label)
+            paths.append(path)
         if not clips:
             raise DataError(f"{folder}: none of its audio files could be decoded")
-        return cls(folder, tuple(clips), tuple(labels), seed)
+        return cls(folder, tuple(clips), tuple(labels), seed, tuple(paths), excluded)
 
     @property
     def labelled(self) -> bool:

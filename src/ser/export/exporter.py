@@ -287,7 +287,9 @@ def _quantize(
         calibration = AudioFolderReader.from_folder(options.calibration_data, options.calibration_clips, options.seed)
     eval_folder = options.eval_data or options.calibration_data
     assert eval_folder is not None  # ExportOptions refuses --int8 without either
-    evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1)
+    # Disjoint from the calibration clips: a verdict on clips the quantizer tuned its ranges to says little.
+    exclude = calibration.paths if calibration is not None else ()
+    evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1, exclude=exclude)
     log.info("scoring FP32 PyTorch on %d evaluation clips from %s", len(evaluation), evaluation.folder)
     reference = Reference.compute(module, evaluation, labels)
     with Progress(transient=True, disable=not show_progress) as progress:
@@ -314,7 +316,13 @@ def _quantize(
         "calibration": None
         if calibration is None
         else {"folder": str(calibration.folder), "clips": len(calibration), "seed": calibration.seed},
-        "evaluation": {"folder": str(evaluation.folder), "clips": len(evaluation), "seed": evaluation.seed},
+        "evaluation": {
+            "folder": str(evaluation.folder),
+            "clips": len(evaluation),
+            "seed": evaluation.seed,
+            "disjoint_from_calibration": True,
+            "excluded_calibration_clips": evaluation.excluded,
+        },
         "gate": asdict(options.gate),
         "target": "tensorrt" if int8.symmetric else int8.target,
         "reduce_range": int8.reduce_range,
