@@ -357,13 +357,7 @@ async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, 
         data = await upload.read(limit + 1)
         name = upload.filename or "file"
     elif content_type.startswith(RAW_AUDIO_TYPES):
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"upload is over the limit of {limit} bytes")
-            chunks.append(chunk)
-        data, name = b"".join(chunks), "body"
+        data, name = await _stream(request, limit), "body"
     else:
         raise ApiError(
             415,
@@ -374,21 +368,22 @@ async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, 
     return data, name
 
 
+async def _stream(request: Request, limit: int) -> bytes:
+    """The raw body, refused (413) as soon as it passes `limit` bytes."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"upload is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _read_raw(request: Request, settings: ServeSettings) -> bytes:
     """The whole body, within the upload limit and the body deadline."""
     limit = int(settings.max_upload_mb * 1024 * 1024)
-
-    async def read() -> bytes:
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise ApiError(413, f"request of more than {limit} bytes is over the limit")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     try:
-        return await asyncio.wait_for(read(), settings.body_timeout_s)
+        return await asyncio.wait_for(_stream(request, limit), settings.body_timeout_s)
     except TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
 
