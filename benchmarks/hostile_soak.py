@@ -21,7 +21,6 @@ import argparse
 import json
 import math
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,20 +31,13 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' own hostile inputs
+from serve_load import rss_mib, start_serve
 from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
 from ser.audio import SAMPLE_RATE, synthetic_voice
 from ser.bench.environment import cpu_info
 
-SCRIPTS = Path(sys.executable).parent
 WAV = {"content-type": "audio/wav"}
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def wav_bytes(seconds: float, seed: int = 0) -> bytes:
@@ -129,21 +121,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/hostile_soak.json"))
     args = parser.parse_args()
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [SCRIPTS / "ser-serve", args.bundle, "--port", str(port), "--threads", "1", "--keep-alive-s", "2",
-               "--body-timeout-s", "3", "--log-level", "warning"]  # fmt: skip
     log = open(Path(tempfile.gettempdir()) / "ser-hostile-soak.log", "w")  # noqa: SIM115 - closed at the end
-    server = subprocess.Popen(list(map(str, command)), stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz").status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
+    options = ["--threads", "1", "--keep-alive-s", "2", "--body-timeout-s", "3", "--log-level", "warning"]
+    server, url = start_serve(args.bundle, *options, log=log)
+    port = int(url.rsplit(":", 1)[1])
     stop = threading.Event()
     stalls: list[float] = []
     rss: list[float] = [rss_mib(server.pid)]

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 import httpx
 import soundfile as sf
@@ -116,26 +117,34 @@ def load(
     }
 
 
-def run_setting(bundle: Path, max_batch: int, args: argparse.Namespace, clip: Path) -> dict:
+def start_serve(bundle: Path, *options: str, log: IO | None = None) -> tuple[subprocess.Popen, str]:
+    """`ser-serve BUNDLE OPTIONS` on a free loopback port, once it reports ready: (process, base URL).
+    Its output goes to `log` (default: discarded; its errors are raised if it does not start)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    command = [SCRIPTS / "ser-serve", bundle, "--port", str(port), "--max-batch", str(max_batch),
-               "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]  # fmt: skip
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    command = [str(SCRIPTS / "ser-serve"), str(bundle), "--port", str(port), *options]
+    stderr = subprocess.STDOUT if log is not None else subprocess.PIPE
+    server = subprocess.Popen(command, stdout=log or subprocess.DEVNULL, stderr=stderr, text=True)
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        if server.poll() is not None or time.monotonic() > deadline:
+            server.kill()
+            raise RuntimeError(f"ser-serve did not start: {server.stderr.read() if server.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/readyz").status_code == 200:
+                return server, url
+        except httpx.TransportError:
+            time.sleep(0.2)
+
+
+def run_setting(bundle: Path, max_batch: int, args: argparse.Namespace, clip: Path) -> dict:
+    options = ["--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms), "--log-level", "warning"]
+    if args.threads:
+        options += ["--threads", str(args.threads)]
+    server, url = start_serve(bundle, *options)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ser-serve did not start: {server.stderr.read() if server.stderr else ''}")
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         load(url, clip, args.clients, 5.0, 10**9, clip.parent)  # warm-up, not counted
         rss_start = rss_mib(server.pid)
         warmup_batches = batch_histogram(httpx.get(f"{url}/metrics").text)

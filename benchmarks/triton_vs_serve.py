@@ -19,19 +19,15 @@ import argparse
 import io
 import json
 import shutil
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' Triton launcher
-from serve_load import load, rss_mib
+from serve_load import load, rss_mib, start_serve
 from tests.triton_server import start_triton, unavailable_reason
 
 from ser.audio import SAMPLE_RATE, synthetic_voice
@@ -39,7 +35,6 @@ from ser.bench.environment import cpu_info
 from ser.bundle import Bundle
 from ser.export.triton import TritonOptions, write_triton_repository
 
-SCRIPTS = Path(sys.executable).parent
 HEADERS = {"Content-Type": "application/octet-stream"}
 
 
@@ -84,21 +79,9 @@ def measure(url: str, pid: int, path: str, body: Path, header_length: int, args,
 
 
 def run_serve(bundle: Path, name: str, path: str, body: Path, header_length: int, args, work: Path) -> dict:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [SCRIPTS / "ser-serve", bundle, "--port", str(port), "--max-batch", "16", "--max-wait-ms", "5",
-               "--log-level", "warning", "--max-connections", "1024"]  # fmt: skip
-    server = subprocess.Popen(list(map(str, command)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    options = ["--max-batch", "16", "--max-wait-ms", "5", "--log-level", "warning", "--max-connections", "1024"]
+    server, url = start_serve(bundle, *options)
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{url}/v2/health/ready").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
         return measure(url, server.pid, path, body, header_length, args, work)
     finally:
         server.terminate()

@@ -160,8 +160,12 @@ class EmotionRecognizer:
         its accuracy gate checked; otherwise that is a warning, logged once and kept in `cpu_warning`."""
         self.bundle = bundle
         self.backend = backend
+        # Only an INT8 bundle that recorded its gate's CPU, run by ONNX Runtime's CPU kernels, can differ here.
+        gated_on = bundle.manifest.quantization.get("cpu")
         self.cpu_warning = (
-            int8_mismatch(bundle.manifest.quantization, cpu_features()) if backend.name.endswith("cpu") else None
+            int8_mismatch(bundle.manifest.quantization, cpu_features())
+            if gated_on and backend.name.endswith("cpu")
+            else None
         )
         if self.cpu_warning is not None:
             if strict_cpu:

@@ -179,6 +179,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             record(response.status_code)
             return response
 
+    def is_ready() -> bool:
+        batcher = state.get("batcher")
+        return isinstance(batcher, MicroBatcher) and batcher.running
+
     def recognizer_and_batcher() -> tuple[EmotionRecognizer, MicroBatcher[Prediction]]:
         if "batcher" not in state:
             raise ApiError(503, "the model is not loaded yet")
@@ -250,7 +254,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/v2/health/ready", responses={503: {"description": "not ready"}})
     async def v2_ready() -> JSONResponse:
         """Open Inference Protocol: the model is loaded and the batcher runs."""
-        ready = isinstance(state.get("batcher"), MicroBatcher) and state["batcher"].running  # type: ignore[attr-defined]
+        ready = is_ready()
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
 
     @app.get("/v2")
@@ -309,8 +313,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/readyz", responses={503: {"description": "not ready"}})
     async def readyz() -> JSONResponse:
         """The model is loaded and the batcher runs: send traffic."""
-        batcher = state.get("batcher")
-        if isinstance(batcher, MicroBatcher) and batcher.running:
+        if is_ready():
             recognizer: EmotionRecognizer = state["recognizer"]  # type: ignore[assignment]
             warnings = [recognizer.cpu_warning] if recognizer.cpu_warning else []
             return JSONResponse(
