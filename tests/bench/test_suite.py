@@ -32,7 +32,15 @@ def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run(
     )
     keys = [c.key for c in suite.configs()]
     assert len(keys) == len(set(keys)) == 2 * 3  # per thread count: pytorch fp32, ort fp32, ort int8
-    assert not any("pytorch" in key and "int8" in key for key in keys)
+    assert not any("pytorch" in key and "int8" in key for key in keys), "PyTorch has no static INT8 here"
+    peers = parse(backends=["pytorch-eager", "openvino"], precisions=["fp32", "int8-dynamic", "int8-static"]).configs()
+    assert [(c.backend, c.precision, c.device) for c in peers] == [
+        ("pytorch-eager", "fp32", "cpu"), ("pytorch-eager", "int8-dynamic", "cpu"),  # quantize_dynamic
+        ("openvino", "fp32", "cpu"), ("openvino", "int8-static", "cpu"),  # NNCF
+    ]  # fmt: skip
+    assert {c.export_key for c in peers if c.needs_export} == {("fp32", "openvino"), ("int8-static", "openvino")}
+    on_gpu = parse(device="cuda", backends=["pytorch-eager"], precisions=["fp32", "int8-dynamic"]).configs()
+    assert [(c.backend, c.precision) for c in on_gpu] == [REFERENCE], "PyTorch's dynamic INT8 is CPU-only"
     on_cpu = parse(backends=["pytorch-eager", "onnxruntime-cpu"], precisions=["fp16"]).configs()
     assert [(c.backend, c.precision) for c in on_cpu] == [REFERENCE, ("onnxruntime-cpu", "fp16")]
     on_cuda = parse(device="cuda", backends=["pytorch-eager"], precisions=["fp32", "fp16"]).configs()
@@ -49,10 +57,10 @@ def test_tensorrt_configurations_get_their_own_export():
     )
     keys = {(c.backend, c.precision): c.export_key for c in suite.configs() if c.needs_export}
     assert keys == {
-        ("onnxruntime-cuda", "fp16"): ("fp16", False),
-        ("onnxruntime-cuda", "int8-dynamic"): ("int8-dynamic", False),
-        ("onnxruntime-tensorrt", "fp16"): ("fp16", False),  # the provider takes the ONNX Runtime bundle
-        ("tensorrt", "fp16"): ("fp16", True),  # TensorRT has no dynamic INT8: that pair is not run
+        ("onnxruntime-cuda", "fp16"): ("fp16", "onnx"),
+        ("onnxruntime-cuda", "int8-dynamic"): ("int8-dynamic", "onnx"),
+        ("onnxruntime-tensorrt", "fp16"): ("fp16", "onnx"),  # the provider takes the ONNX Runtime bundle
+        ("tensorrt", "fp16"): ("fp16", "tensorrt"),  # TensorRT has no dynamic INT8: that pair is not run
     }
     assert {c.device for c in suite.configs() if c.backend != "pytorch-eager"} == {"cuda", "tensorrt"}
 

@@ -26,7 +26,7 @@ def tiny_suite(tmp_path, write_clip, tiny_checkpoint):
             {"model": "wavlm", "checkpoint": str(tiny_checkpoint("wavlm"))},
             {"model": "resnet18", "size": "tiny"},
         ],
-        "backends": ["pytorch-eager", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"],
+        "backends": ["pytorch-eager", "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt", "openvino"],
         "precisions": ["fp32", "int8-dynamic"],
         "batch_sizes": [1, 2],
         "durations": [0.5, 1],
@@ -44,7 +44,8 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
     out = tmp_path / "out"
     result = CliRunner().invoke(bench_command, ["run", str(tiny_suite), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    assert "12 configurations" in result.output  # 2 models × (reference + 2 ORT CPU + 2 ORT CUDA + TensorRT FP32)
+    # 2 models × (reference, PyTorch dynamic INT8, 2 ORT CPU, 2 ORT CUDA, TensorRT FP32, OpenVINO FP32)
+    assert "16 configurations" in result.output
     results = json.loads((out / "results.json").read_text())
     assert results["environment"]["cpu"]["cores"] >= 1 and results["environment"]["versions"]["onnxruntime"]
     records = {r["key"]: r for r in results["configs"]}
@@ -58,7 +59,7 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
     for record in records.values():
         if record["backend"] in ("onnxruntime-cuda", "tensorrt"):
             continue
-        assert record["error"] is None, record["error"]
+        assert record["error"] is None, (record["key"], record["error"])
         assert [(c["batch"], c["seconds"]) for c in record["cases"]] == [(1, 0.5), (1, 1.0), (2, 0.5), (2, 1.0)]
         assert all(2 <= c["runs"] <= 3 and len(c["samples_s"]) == c["runs"] for c in record["cases"])
         assert record["cold"]["cold_start_s"] > 0 and record["bytes"] > 0
@@ -75,8 +76,11 @@ def test_run_writes_every_result_and_reports_what_failed(tiny_suite, tmp_path):
         assert fp32["agreement"]["top1_agreement"] == 1.0 and fp32["agreement"]["max_abs_logit_error"] < 1e-3
         assert fp32["memory"]["peak_rss_mib"] < reference["memory"]["peak_rss_mib"]
         assert all(c["speedup"] > 0 for c in fp32["cases"])
+        openvino = next(r for r in records.values() if r["model"] == model and r["backend"] == "openvino")
+        assert openvino["agreement"]["top1_agreement"] == 1.0 and openvino["agreement"]["max_abs_logit_error"] < 1e-3
+        assert openvino["export"]["converter"].startswith("openvino ")
     with open(out / "results.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6 * 4 + 6
+        assert len(list(csv.DictReader(f))) == 10 * 4 + 6  # 5 that ran per model, 4 cases each; 6 failed
     report = (out / "report.md").read_text()
     assert "# Benchmark `tiny`" in report and "## Failed configurations" in report
     assert (out / "pareto.png").exists() and (out / "bundles").is_dir()

@@ -13,19 +13,22 @@ from ser.export.calibration import AudioFolderReader
 from ser.export.quantize import Quantizer, node_sensitivity, quantizable_nodes
 
 
-def int8_options(checkpoint, corpus, mode: str, gate: Gate, model: str = "wav2vec2") -> ExportOptions:
+def int8_options(
+    checkpoint, corpus, mode: str, gate: Gate, model: str = "wav2vec2", eval_clips: int = 24
+) -> ExportOptions:
     return ExportOptions(
         model,
         checkpoint=str(checkpoint(model)),
         int8=Int8Options(mode),
         calibration_data=str(corpus),
         calibration_clips=20,
-        eval_clips=24,
+        eval_clips=eval_clips,
         gate=gate,
     )
 
 
 OPEN_GATE = Gate(min_agreement=0.0, max_f1_drop=None)
+POINT = {"confidence": None}  # judge the point agreement: these tests have a few dozen clips
 
 
 def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkpoint, synth_corpus):
@@ -67,11 +70,19 @@ def test_dynamic_int8_quantizes_matmuls_only(tmp_path, tiny_checkpoint, synth_co
 def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_checkpoint, synth_corpus):
     # A random tiny model's logits nearly tie, so full INT8 flips answers; with enough nodes back in
     # FP32 the graph agrees with PyTorch on every clip.
-    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=1.0)
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=1.0, **POINT)
     bundle = export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
     q = Bundle.load(bundle.path).manifest.quantization
-    assert q["agreement"] == 1.0 and q["passed"]
+    assert q["agreement"] == 1.0 and q["passed"] and q["scored"] == q["clips"] == 22
     assert q["fp32_nodes"], "full INT8 should have missed a 100% agreement gate on this model"
+    search = q["search"]
+    assert search[0]["fp32_nodes"] == 0 and search[0]["scored"] < 22, "a hopeless candidate stops at its first miss"
+    assert search[-1]["passed"] or any(step["passed"] for step in search)
+    passing = [step["fp32_nodes"] for step in search if step["passed"]]
+    assert min(passing) == len(q["fp32_nodes"]), "the bundle keeps the fewest FP32 nodes that passed"
+    failing = [step["fp32_nodes"] for step in search if not step["passed"]]
+    assert max(failing) == len(q["fp32_nodes"]) - 1, "bisected down to one node"
+    assert set(q["seconds"]) == {"reference", "rank", "search"} and q["seconds"]["rank"] > 0
     graph = onnx.load(bundle.onnx_path).graph
     kept = {n.name: n for n in graph.node if n.name in q["fp32_nodes"]}
     assert set(kept) == set(q["fp32_nodes"])
@@ -84,7 +95,7 @@ def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_check
 
 
 def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoint, synth_corpus):
-    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.0)  # no fallback allowed
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.0, **POINT)  # no fallback allowed
     with pytest.raises(ExportGateError, match=r"misses the accuracy gate.*0 of 23 nodes.*no bundle written"):
         export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
     assert not (tmp_path / "b").exists()
@@ -117,7 +128,10 @@ def test_sensitivity_measures_each_node_alone_at_the_output(tmp_path, tiny_check
     quantizer = Quantizer(tmp_path / "float.onnx", Int8Options("static"), reader, tmp_path)
     quantizer.quantize(tmp_path / "q.onnx", exclude=[nodes[0]])
     assert (tmp_path / "calibration.json").is_file(), "ranges are cached for the fallback rounds"
-    feeds = list(reader)[:2]
+    from ser.runtime.recognizer import pad_batch
+
+    audio, lengths = pad_batch(reader.clips[:2])
+    feeds = {"audio": audio, "lengths": lengths}
     scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "q.onnx", nodes, feeds, quantizer.quantize)
     assert set(scores) == set(nodes), scores
     floor = min(scores.values())
@@ -140,3 +154,29 @@ def test_the_agreement_lower_bound_is_clopper_pearsons(agreed, clips):
 
     assert agreement_lower_bound(agreed, clips) == pytest.approx(beta.ppf(0.05, agreed, clips - agreed + 1), abs=1e-9)
     assert agreement_lower_bound(0, clips) == 0.0
+
+
+def test_the_gate_judges_what_the_clips_show():
+    gate = Gate()  # 99 % shown at 95 % confidence
+    assert gate.min_clips == 299 and gate.allowed_disagreements(298) == -1 and gate.allowed_disagreements(300) == 0
+    for clips in (300, 500, 1000):
+        allowed = gate.allowed_disagreements(clips)
+        assert gate.shown(clips - allowed, clips) >= 0.99 > gate.shown(clips - allowed - 1, clips)
+    assert gate.allowed_disagreements(1000) >= 4
+    point = Gate(min_agreement=0.95, **POINT)
+    assert point.min_clips == 1 and point.allowed_disagreements(100) == 5 and point.shown(19, 20) == 0.95
+    with pytest.raises(ValueError, match=r"70 evaluation clips can show at most 95.8% .* at least 299 clips"):
+        gate.check_clips(70, "demo")
+    with pytest.raises(ValueError, match="can never be shown with confidence"):
+        Gate(min_agreement=1.0)
+    with pytest.raises(ValueError, match=r"--eval-clips 50: 50 evaluation clips can show at most 94\.2%"):
+        ExportOptions("wav2vec2", int8=Int8Options("dynamic"), eval_data="x", eval_clips=50)
+
+
+def test_a_folder_too_small_for_the_gate_is_refused_before_any_quantization(tmp_path, tiny_checkpoint, synth_corpus):
+    # 42 clips, 20 of them calibration: 22 left, where 99 % at 95 % needs 299.
+    options = int8_options(tiny_checkpoint, synth_corpus, "static", Gate(min_agreement=0.9), eval_clips=40)
+    refused = r"gives 22 usable clips \(20 more are calibration clips\).* at least 29 clips"
+    with pytest.raises(ValueError, match=refused):
+        export_bundle(options, tmp_path / "b")
+    assert not (tmp_path / "b").exists()

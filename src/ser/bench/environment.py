@@ -14,7 +14,8 @@ from ser.runtime.cpu import cpu_features
 # CPU features that change which kernels ONNX Runtime and PyTorch pick (VNNI/AMX for INT8, AVX-512 for FP32).
 CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_int8")  # fmt: skip
-LIBRARIES = ("ser", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "transformers", "onnx", "tensorrt")
+LIBRARIES = ("ser", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "transformers", "onnx", "tensorrt", "openvino",
+             "nncf")  # fmt: skip
 
 
 def cpu_info() -> dict:

@@ -138,8 +138,11 @@ def unavailable(config: Config) -> str | None:
         if config.device == "cuda" and not torch.cuda.is_available():
             return "backend unavailable here: torch sees no CUDA device"
         return None
-    if config.backend == "tensorrt":
-        from ser.runtime.tensorrt import unavailable_reason
+    if config.backend in ("tensorrt", "openvino"):
+        if config.backend == "tensorrt":
+            from ser.runtime.tensorrt import unavailable_reason
+        else:
+            from ser.bench.peers import unavailable_reason
 
         reason = unavailable_reason()
         return f"backend unavailable here: {reason}" if reason else None
@@ -194,6 +197,20 @@ def export_for(
     }
 
 
+def peer_export_for(suite: Suite, model: ModelEntry, precision: str, audio: Path, out: Path) -> dict[str, Any]:
+    """OpenVINO IR of `model` at `precision` (ser.bench.peers), calibrated on `audio` like ser's static INT8."""
+    from ser.bench.peers import export_openvino
+
+    start = time.perf_counter()
+    try:
+        record = export_openvino(
+            model.model, model.checkpoint, model.size, precision, audio, suite.export.calibration_clips, out
+        )
+    except Exception as error:  # recorded like a failed ONNX export
+        return {"error": f"export failed: {type(error).__name__}: {error}"}
+    return {"bundle": str(out), "export_s": time.perf_counter() - start, **record}
+
+
 class SuiteRun:
     """One run of a suite into a staging folder; `run()` returns the results that results.json holds."""
 
@@ -231,15 +248,19 @@ class SuiteRun:
         from ser.export import FloatGraphs  # torch, like everything that exports
 
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
-        exports: dict[tuple[str, bool], dict[str, Any]] = {}
+        exports: dict[tuple[str, str], dict[str, Any]] = {}
         needed = (c.export_key for c in configs if c.needs_export and c.key not in missing)
         with tempfile.TemporaryDirectory(prefix="ser-bench-graphs-") as graphs:
             shared = FloatGraphs(Path(graphs))  # each precision starts from the same traced graph
-            for precision, tensorrt in dict.fromkeys(needed):
-                self._advance(f"{model.key}: exporting {precision}{' with a TensorRT plan' if tensorrt else ''}", 0)
+            for precision, kind in dict.fromkeys(needed):
+                self._advance(f"{model.key}: exporting {precision}{'' if kind == 'onnx' else f' ({kind})'}", 0)
                 audio = self.suite.data.path if self.suite.data else self.work / "clips"
-                out = self.work / "bundles" / slug(f"{model.key}-{precision}{'-trt' if tensorrt else ''}")
-                exports[precision, tensorrt] = export_for(self.suite, model, precision, tensorrt, audio, out, shared)
+                out = self.work / "bundles" / slug(f"{model.key}-{precision}{'' if kind == 'onnx' else f'-{kind}'}")
+                if kind == "openvino":
+                    exports[precision, kind] = peer_export_for(self.suite, model, precision, audio, out)
+                else:
+                    tensorrt = kind == "tensorrt"
+                    exports[precision, kind] = export_for(self.suite, model, precision, tensorrt, audio, out, shared)
         records = {c.key: _config_record(c) for c in configs}
         workers: dict[str, Worker] = {}
         logs = self.work / "logs"

@@ -18,12 +18,13 @@ from ser.models.registry import REGISTRY
 
 # backend name → (precisions it runs, the device it runs on; None: the suite's `device`)
 BACKENDS: dict[str, tuple[tuple[str, ...], str | None]] = {
-    "pytorch-eager": (("fp32", "fp16"), None),
+    "pytorch-eager": (("fp32", "fp16", "int8-dynamic"), None),  # int8-dynamic: quantize_dynamic, CPU only
     "pytorch-compile": (("fp32", "fp16"), None),
     "onnxruntime-cpu": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cpu"),
     "onnxruntime-cuda": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cuda"),
     "onnxruntime-tensorrt": (("fp32", "fp16", "int8-static"), "tensorrt"),  # ONNX Runtime's TensorRT provider
     "tensorrt": (("fp32", "fp16", "int8-static"), "cuda"),  # the bundle's own plan (ser-export --trt)
+    "openvino": (("fp32", "int8-static"), "cpu"),  # a peer: OpenVINO IR, INT8 by NNCF (ser.bench.peers)
 }
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")
 DEVICES = ("cpu", "cuda")  # where the PyTorch backends run
@@ -63,8 +64,8 @@ class Timing:
 @dataclass(frozen=True)
 class ExportSettings:
     optimize: bool = True
-    calibration_clips: int = 100
-    eval_clips: int = 50
+    calibration_clips: int = 50
+    eval_clips: int = 300  # disjoint from the calibration clips; the default gate needs 299
     gate: bool = True  # the INT8 accuracy gate of ser-export; always open for random weights
 
 
@@ -91,9 +92,10 @@ class Config:
         return not self.backend.startswith("pytorch")
 
     @property
-    def export_key(self) -> tuple[str, bool]:
-        """Configurations that can share one exported bundle: the same precision, and a TensorRT plan or not."""
-        return self.precision, self.backend == "tensorrt"
+    def export_key(self) -> tuple[str, str]:
+        """Configurations that can share one export: the same precision and kind (an ONNX bundle, one with a
+        TensorRT plan, or OpenVINO IR)."""
+        return self.precision, self.backend if self.backend in ("tensorrt", "openvino") else "onnx"
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ class Suite:
 
     def configs(self) -> list[Config]:
         """The matrix, expanded: models × backends × precisions × threads, skipping pairs a backend cannot
-        run (PyTorch has no INT8 graph, and FP16 autocast only on CUDA), with the PyTorch eager FP32
+        run (PyTorch's dynamic INT8 only on the CPU, and FP16 autocast only on CUDA), with the PyTorch eager FP32
         reference always present."""
         configs = []
         for model, threads in itertools.product(self.models, self.threads):
@@ -122,7 +124,9 @@ class Suite:
                 (b, p)
                 for b in self.backends
                 for p in self.precisions
-                if p in BACKENDS[b][0] and not (b.startswith("pytorch") and p == "fp16" and self.device == "cpu")
+                if p in BACKENDS[b][0]
+                and not (b.startswith("pytorch") and p == "fp16" and self.device == "cpu")
+                and not (b.startswith("pytorch") and p == "int8-dynamic" and self.device != "cpu")
             ]
             if REFERENCE not in pairs:
                 pairs.insert(0, REFERENCE)

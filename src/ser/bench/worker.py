@@ -47,6 +47,11 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
             compile=spec["backend"] == "pytorch-compile",
         )
         return backend, loaded.labels, size
+    if spec["backend"] == "openvino":
+        from ser.bench.peers import OpenVinoBackend
+
+        peer = OpenVinoBackend(spec["bundle"], threads=spec["threads"])
+        return peer, peer.labels, peer.bytes
     from ser.bundle import Bundle
     from ser.runtime.recognizer import open_backend
 

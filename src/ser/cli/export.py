@@ -82,13 +82,27 @@ SIZES = ("tiny", "base", "large")
     metavar="DIR",
     help="Audio for the INT8 accuracy gate (emotion subfolders also give macro-F1). Default: --calibration-data.",
 )
-@click.option("--eval-clips", type=click.IntRange(min=1), default=200, show_default=True)
+@click.option(
+    "--eval-clips",
+    type=click.IntRange(min=1),
+    default=300,
+    show_default=True,
+    help="INT8 gate: clips to judge on, none of them a calibration clip (the default gate needs at least 299).",
+)
 @click.option(
     "--min-agreement",
     type=click.FloatRange(0, 1),
     default=0.99,
     show_default=True,
-    help="INT8 gate: least top-1 agreement with FP32 PyTorch on the evaluation clips.",
+    help="INT8 gate: least top-1 agreement with FP32 PyTorch that the evaluation clips must show.",
+)
+@click.option(
+    "--gate-confidence",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=0.95,
+    show_default=True,
+    help="INT8 gate: judge the one-sided Clopper-Pearson lower bound on the agreement at this confidence "
+    "(100 %% of 70 clips shows only 95.8 %%); 0: judge the point agreement on these clips only.",
 )
 @click.option(
     "--max-f1-drop",
@@ -157,6 +171,7 @@ def export_command(
     eval_data: str | None,
     eval_clips: int,
     min_agreement: float,
+    gate_confidence: float,
     max_f1_drop: float,
     max_fp32_fraction: float,
     triton: str | None,
@@ -205,7 +220,12 @@ def export_command(
             eval_data=eval_data,
             calibration_clips=calibration_clips,
             eval_clips=eval_clips,
-            gate=Gate(min_agreement, max_f1_drop, max_fp32_fraction),
+            gate=Gate(
+                min_agreement=min_agreement,
+                max_f1_drop=max_f1_drop,
+                max_fp32_fraction=max_fp32_fraction,
+                confidence=gate_confidence or None,
+            ),
             trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
         )
         triton_options = TritonOptions(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -30,11 +31,13 @@ from ser.models import LoadedModel, load_model
 from ser.models.reference import original_model
 from ser.runtime.cpu import cpu_features
 from ser.runtime.onnxrt import OnnxRuntimeBackend
+from ser.runtime.recognizer import pad_batch
 from ser.runtime.tensorrt import TensorRTBackend
 
 log = logging.getLogger(__name__)
 
-SENSITIVITY_CLIPS = 8  # evaluation clips the per-node sensitivity analysis runs on
+SENSITIVITY_CLIPS = 8  # evaluation clips the per-node sensitivity analysis runs on, as one batch
+SENSITIVITY_SECONDS = 2.0  # of each: ranking needs the order of the nodes, not every frame
 
 
 @dataclass(frozen=True)
@@ -51,7 +54,7 @@ class ExportOptions:
     calibration_data: str | None = None  # folder of audio for static INT8
     eval_data: str | None = None  # folder for the INT8 gate; default: calibration_data
     calibration_clips: int = 300
-    eval_clips: int = 200
+    eval_clips: int = 300  # the gate's default (99 % shown at 95 % confidence) needs 299 that all agree
     gate: Gate = field(default_factory=Gate)
     seed: int = 0
     trt: TensorRTOptions | None = None  # also build a TensorRT engine into the bundle
@@ -74,6 +77,8 @@ class ExportOptions:
             raise ValueError(
                 "--int8 needs real audio for its accuracy gate: pass --eval-data DIR (or --calibration-data)"
             )
+        if self.int8 is not None:
+            self.gate.check_clips(self.eval_clips, f"--eval-clips {self.eval_clips}")
 
     @property
     def graph_source(self) -> tuple:
@@ -290,8 +295,12 @@ def _quantize(
     # Disjoint from the calibration clips: a verdict on clips the quantizer tuned its ranges to says little.
     exclude = calibration.paths if calibration is not None else ()
     evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1, exclude=exclude)
+    left_out = f" ({evaluation.excluded} more are calibration clips)" if evaluation.excluded else ""
+    options.gate.check_clips(len(evaluation), f"{evaluation.folder} gives {len(evaluation)} usable clips{left_out}")
     log.info("scoring FP32 PyTorch on %d evaluation clips from %s", len(evaluation), evaluation.folder)
+    started = time.perf_counter()
     reference = Reference.compute(module, evaluation, labels)
+    seconds = {"reference": time.perf_counter() - started, "rank": 0.0}
     with Progress(transient=True, disable=not show_progress) as progress:
         task = progress.add_task("calibrating", total=len(calibration) if calibration else 0)
         quantizer = Quantizer(float_path, int8, calibration, work, on_feed=lambda: progress.advance(task))
@@ -302,11 +311,17 @@ def _quantize(
                 return score(backend, evaluation, reference, options.gate)
 
         def rank(path: Path) -> list[str]:
-            feeds = list(evaluation)[:SENSITIVITY_CLIPS]
+            started = time.perf_counter()
+            clips = [clip[: int(SENSITIVITY_SECONDS * SAMPLE_RATE)] for clip in evaluation.clips[:SENSITIVITY_CLIPS]]
+            audio, lengths = pad_batch(clips)
+            feeds = {"audio": audio, "lengths": lengths}
             sensitivity = node_sensitivity(float_path, path, quantizable, feeds, quantizer.quantize)
+            seconds["rank"] = time.perf_counter() - started
             return sorted(sensitivity, key=sensitivity.__getitem__, reverse=True)
 
+        started = time.perf_counter()
         final, fallback = search_fp32_fallback(quantizer.quantize, evaluate, rank, quantizable, options.gate, work)
+        seconds["search"] = time.perf_counter() - started  # calibration, ranking, every candidate
     return final, {
         "mode": int8.mode,
         "method": int8.method if int8.mode == "static" else None,
@@ -332,6 +347,12 @@ def _quantize(
         "quantized_nodes": len(quantizable) - len(fallback.fp32_nodes),
         "fp32_nodes": list(fallback.fp32_nodes),
         **fallback.result.to_dict(),
+        # what the gate cost: every candidate scored (nodes kept FP32, clips agreeing of those scored)
+        "search": [
+            {"fp32_nodes": count, "agreed": result.agreed, "scored": result.scored, "passed": result.passed}
+            for count, result in fallback.tried
+        ],
+        "seconds": {name: round(value, 1) for name, value in seconds.items()},
         "size_bytes": _graph_bytes(final),
         "fp32_size_bytes": _graph_bytes(float_path),
     }

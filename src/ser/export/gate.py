@@ -1,9 +1,12 @@
 """The accuracy gate for quantized graphs: agreement with FP32 PyTorch and macro-F1 on real clips.
 
-A quantized export ships only if its top-1 answers agree with the FP32 PyTorch model on an
-evaluation folder (default 99 %) and, where the folder is labelled, its macro-F1 is within
-`max_f1_drop` points of PyTorch's. `search_fp32_fallback` keeps the most sensitive nodes in FP32,
-doubling their number each round, until the gate passes or the fallback budget is spent.
+A quantized export ships only if what its evaluation clips *show* about its top-1 agreement with the
+FP32 PyTorch model — the one-sided 95 % Clopper-Pearson lower bound, not the point estimate — reaches
+`min_agreement` (default 99 %), and, where the clips are labelled, its macro-F1 is within
+`max_f1_drop` points of PyTorch's. 100 % of 70 clips shows only 95.8 %; showing 99 % takes 299 clips
+that all agree, so the default evaluation is 300 clips, disjoint from the calibration clips.
+`search_fp32_fallback` keeps the most sensitive nodes in FP32 until the gate passes or the fallback
+budget is spent.
 """
 
 from __future__ import annotations
@@ -29,11 +32,38 @@ class ExportGateError(RuntimeError):
     """A quantized graph that misses the accuracy gate even with the allowed FP32 fallback."""
 
 
+def agreement_lower_bound(agreed: int, clips: int, confidence: float = 0.95) -> float:
+    """The one-sided Clopper-Pearson lower bound on the agreement rate that `agreed` of `clips` shows, at
+    `confidence`: 70 of 70 only says ≥ 95.8 % (0.05 ** (1 / 70)); 299 of 299 says ≥ 99.0 %."""
+    if clips <= 0 or agreed <= 0:
+        return 0.0
+    alpha = 1 - confidence
+    if agreed == clips:  # the tail is p ** clips: solve it directly
+        return alpha ** (1 / clips)
+
+    def tail(p: float) -> float:  # P(X >= agreed) for X ~ Binomial(clips, p)
+        log_terms = [
+            math.lgamma(clips + 1) - math.lgamma(i + 1) - math.lgamma(clips - i + 1)
+            + i * math.log(p) + (clips - i) * math.log1p(-p)
+            for i in range(agreed, clips + 1)
+        ]  # fmt: skip
+        top = max(log_terms)
+        return math.exp(top) * sum(math.exp(t - top) for t in log_terms)
+
+    low, high = 0.0, 1.0
+    for _ in range(60):  # the tail grows with p: bisect for tail(p) = alpha
+        mid = (low + high) / 2
+        low, high = (mid, high) if tail(mid) < alpha else (low, mid)
+    return low
+
+
 @dataclass(frozen=True)
 class Gate:
-    min_agreement: float = 0.99  # top-1 agreement with FP32 PyTorch, 0..1
+    min_agreement: float = 0.99  # top-1 agreement with FP32 PyTorch the clips must show, 0..1
     max_f1_drop: float | None = 0.5  # macro-F1 points (0..100) below PyTorch's; None: not checked
     max_fp32_fraction: float = 0.5  # at most this share of the quantizable nodes may fall back to FP32
+    # judge the one-sided lower bound at this confidence; None: the point agreement on these clips only
+    confidence: float | None = 0.95
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_agreement <= 1:
@@ -42,6 +72,48 @@ class Gate:
             raise ValueError(f"--max-f1-drop {self.max_f1_drop}: must be 0 or more points")
         if not 0 <= self.max_fp32_fraction <= 1:
             raise ValueError(f"--max-fp32-fraction {self.max_fp32_fraction}: must be between 0 and 1")
+        if self.confidence is not None:
+            if not 0 < self.confidence < 1:
+                raise ValueError(f"--gate-confidence {self.confidence}: must be above 0 and below 1 (0: off)")
+            if self.min_agreement == 1:
+                raise ValueError(
+                    "--min-agreement 1.0 can never be shown with confidence (no number of clips proves 100 %): "
+                    "ask for less, or judge the point agreement (--gate-confidence 0)"
+                )
+
+    def shown(self, agreed: int, clips: int) -> float:
+        """The agreement `agreed` of `clips` shows: the lower bound, or the point agreement."""
+        if self.confidence is None:
+            return agreed / clips if clips else 0.0
+        return agreement_lower_bound(agreed, clips, self.confidence)
+
+    def allowed_disagreements(self, clips: int) -> int:
+        """The most disagreements among `clips` that can still pass; -1 when even none cannot."""
+        if self.min_agreement == 0:
+            return clips
+        if self.confidence is None:
+            return math.floor(clips * (1 - self.min_agreement) + 1e-9)
+        allowed = -1
+        while allowed + 1 <= clips and self.shown(clips - allowed - 1, clips) >= self.min_agreement:
+            allowed += 1
+        return allowed
+
+    @property
+    def min_clips(self) -> int:
+        """The fewest evaluation clips that can pass (all agreeing): 299 for 99 % at 95 % confidence."""
+        if self.confidence is None or self.min_agreement == 0:
+            return 1
+        return math.ceil(math.log(1 - self.confidence) / math.log(self.min_agreement))
+
+    def check_clips(self, clips: int, source: str) -> None:
+        """Refuse an evaluation that could not pass whatever the graph does, before any work is done."""
+        if clips < self.min_clips:
+            raise ValueError(
+                f"{source}: {clips} evaluation clips can show at most {self.shown(clips, clips):.1%} agreement at "
+                f"{self.confidence:.0%} confidence; the gate asks for {self.min_agreement:.1%}, which takes at least "
+                f"{self.min_clips} clips that all agree: give more (--eval-clips, --eval-data) or ask less "
+                "(--min-agreement, --gate-confidence)"
+            )
 
 
 @dataclass(frozen=True)
@@ -64,41 +136,24 @@ class Reference:
         return 100 * classification_metrics(self.truth, logits.argmax(axis=1), self.labels).macro_f1
 
 
-def agreement_lower_bound(agreed: int, clips: int, confidence: float = 0.95) -> float:
-    """The one-sided Clopper-Pearson lower bound on the agreement rate that `agreed` of `clips` shows, at
-    `confidence`: 70 of 70 only says ≥ 95.8 % (0.05 ** (1 / 70)); 299 of 299 says ≥ 99.0 %."""
-    if clips <= 0 or agreed <= 0:
-        return 0.0
-    alpha = 1 - confidence
-
-    def tail(p: float) -> float:  # P(X >= agreed) for X ~ Binomial(clips, p)
-        log_terms = [
-            math.lgamma(clips + 1) - math.lgamma(i + 1) - math.lgamma(clips - i + 1)
-            + i * math.log(p) + (clips - i) * math.log1p(-p)
-            for i in range(agreed, clips + 1)
-        ]  # fmt: skip
-        top = max(log_terms)
-        return math.exp(top) * sum(math.exp(t - top) for t in log_terms)
-
-    low, high = 0.0, 1.0
-    for _ in range(60):  # the tail grows with p: bisect for tail(p) = alpha
-        mid = (low + high) / 2
-        low, high = (mid, high) if tail(mid) < alpha else (low, mid)
-    return low
-
-
 @dataclass(frozen=True)
 class GateResult:
-    agreement: float
-    macro_f1: float | None  # points; None when the evaluation clips are unlabelled
-    reference_macro_f1: float | None
+    agreed: int  # clips whose top-1 answer equals PyTorch's
+    scored: int  # clips scored: fewer than `clips` when too many disagreed to pass, and scoring stopped
     clips: int
+    macro_f1: float | None  # points; None when the clips are unlabelled or not all were scored
+    reference_macro_f1: float | None
+    confidence: float | None  # what the gate judged: the lower bound at this confidence, or (None) the point
     passed: bool
 
     @property
+    def agreement(self) -> float:
+        return self.agreed / self.scored if self.scored else 0.0
+
+    @property
     def agreement_lower_bound(self) -> float:
-        """What the clips show with 95 % confidence (the gate still judges the point agreement)."""
-        return agreement_lower_bound(round(self.agreement * self.clips), self.clips)
+        """What the scored clips show with `confidence` (95 % where the gate judged the point)."""
+        return agreement_lower_bound(self.agreed, self.scored, self.confidence or 0.95)
 
     @property
     def f1_drop(self) -> float | None:
@@ -107,27 +162,46 @@ class GateResult:
         return self.reference_macro_f1 - self.macro_f1
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "f1_drop": self.f1_drop, "agreement_lower_bound_95": self.agreement_lower_bound}
+        return {
+            **asdict(self),
+            "agreement": self.agreement,
+            "agreement_lower_bound": self.agreement_lower_bound,
+            "f1_drop": self.f1_drop,
+        }
 
     def describe(self) -> str:
-        text = (
-            f"top-1 agreement {self.agreement:.1%} on {self.clips} clips (≥ {self.agreement_lower_bound:.1%} at 95 %)"
-        )
+        level = f"{self.confidence or 0.95:.0%}"
+        if self.scored < self.clips:
+            return (
+                f"stopped after {self.scored} of {self.clips} clips: {self.scored - self.agreed} disagreements are "
+                "more than the gate allows"
+            )
+        shown = f"≥ {self.agreement_lower_bound:.1%} at {level}"
+        text = f"top-1 agreement {self.agreement:.1%} on {self.clips} clips ({shown})"
         if self.macro_f1 is not None:
             text += f", macro-F1 {self.macro_f1:.1f} vs PyTorch {self.reference_macro_f1:.1f}"
         return text
 
 
 def score(backend: Backend, reader: AudioFolderReader, reference: Reference, gate: Gate) -> GateResult:
-    """Run `backend` (active) on every evaluation clip and judge it against `gate`."""
-    logits = np.stack([backend.infer(feeds)["logits"][0] for feeds in reader])
-    agreement = float(np.mean(logits.argmax(axis=1) == reference.logits.argmax(axis=1)))
-    macro_f1 = reference.macro_f1(logits)
+    """Run `backend` (active) on the evaluation clips and judge it against `gate`, stopping as soon as
+    more clips disagree than could still pass (most candidates of a fallback search fail, and fail early)."""
+    allowed = gate.allowed_disagreements(len(reader))
+    expected = reference.logits.argmax(axis=1)
+    logits, disagreed = [], 0
+    for index, feeds in enumerate(reader):
+        logits.append(backend.infer(feeds)["logits"][0])
+        disagreed += int(logits[-1].argmax() != expected[index])
+        if disagreed > allowed:
+            break
+    scored = len(logits)
+    complete = scored == len(reader)
+    macro_f1 = reference.macro_f1(np.stack(logits)) if complete else None
     reference_f1 = reference.macro_f1(reference.logits)
-    passed = agreement >= gate.min_agreement
+    passed = complete and gate.shown(scored - disagreed, scored) >= gate.min_agreement
     if gate.max_f1_drop is not None and macro_f1 is not None and reference_f1 is not None:
         passed = passed and reference_f1 - macro_f1 <= gate.max_f1_drop
-    return GateResult(agreement, macro_f1, reference_f1, len(reader), passed)
+    return GateResult(scored - disagreed, scored, len(reader), macro_f1, reference_f1, gate.confidence, passed)
 
 
 @dataclass(frozen=True)
@@ -145,38 +219,53 @@ def search_fp32_fallback(
     gate: Gate,
     work_dir: Path,
 ) -> tuple[Path, FallbackResult]:
-    """Quantize everything; if the gate fails, keep the top-ranked nodes FP32 (1, 2, 4, ... up to the
-    budget) until it passes. Returns the passing graph's path; raises ExportGateError otherwise.
+    """Quantize everything; if the gate fails, keep the top-ranked nodes FP32 — 1, 2, 4, ... up to the
+    budget — until it passes, then bisect between the last failing and the first passing count for the
+    fewest FP32 nodes that pass. Returns the passing graph's path; raises ExportGateError otherwise.
 
     `quantize(out, exclude)` writes a candidate, `evaluate(path)` scores it, `rank(path)` orders the
-    quantizable nodes from most to least sensitive using the fully quantized candidate.
+    quantizable nodes from most to least sensitive using the fully quantized candidate. Every graph
+    returned was itself written by `quantize` and passed `evaluate`: the ranking only chooses the order.
     """
     budget = int(gate.max_fp32_fraction * len(quantizable))
     tried: list[tuple[int, GateResult]] = []
-    candidate = work_dir / "int8-0.onnx"
-    quantize(candidate, ())
-    result = evaluate(candidate)
-    tried.append((0, result))
-    log.info("INT8, all %d nodes quantized: %s", len(quantizable), result.describe())
+    ranked: list[str] = []
+
+    def attempt(count: int) -> tuple[Path, GateResult]:
+        candidate = work_dir / f"int8-{count}.onnx"
+        quantize(candidate, tuple(ranked[:count]))
+        result = evaluate(candidate)
+        tried.append((count, result))
+        log.info("INT8 with %d of %d nodes in FP32: %s", count, len(quantizable), result.describe())
+        return candidate, result
+
+    candidate, result = attempt(0)
     if result.passed:
         return candidate, FallbackResult(result, (), tuple(tried))
     ranked = rank(candidate)
-    count = 1
+    failed, count = 0, 1
     while count <= budget:
-        excluded = tuple(ranked[:count])
-        candidate = work_dir / f"int8-{count}.onnx"
-        quantize(candidate, excluded)
-        result = evaluate(candidate)
-        tried.append((count, result))
-        log.info("INT8 with %d sensitive nodes in FP32: %s", count, result.describe())
+        candidate, result = attempt(count)
         if result.passed:
-            return candidate, FallbackResult(result, excluded, tuple(tried))
+            break
+        failed = count
         if count == budget:
             break
         count = min(2 * count, budget)
-    history = "; ".join(f"{n} FP32 → {r.describe()}" for n, r in tried)
-    raise ExportGateError(
-        f"INT8 misses the accuracy gate (min agreement {gate.min_agreement:.1%}, max macro-F1 drop "
-        f"{gate.max_f1_drop} points) even with {budget} of {len(quantizable)} nodes in FP32 "
-        f"(--max-fp32-fraction {gate.max_fp32_fraction}): {history}; no bundle written"
-    )
+    if not result.passed:
+        history = "; ".join(f"{n} FP32 → {r.describe()}" for n, r in tried)
+        raise ExportGateError(
+            f"INT8 misses the accuracy gate (agreement shown ≥ {gate.min_agreement:.1%}"
+            f"{'' if gate.confidence is None else f' at {gate.confidence:.0%} confidence'}, max macro-F1 drop "
+            f"{gate.max_f1_drop} points) even with {budget} of {len(quantizable)} nodes in FP32 "
+            f"(--max-fp32-fraction {gate.max_fp32_fraction}): {history}; no bundle written"
+        )
+    passing, best = count, (candidate, result)
+    while passing - failed > 1:  # the fewest nodes in FP32 between a count that failed and one that passed
+        middle = (failed + passing) // 2
+        candidate, result = attempt(middle)
+        if result.passed:
+            passing, best = middle, (candidate, result)
+        else:
+            failed = middle
+    return best[0], FallbackResult(best[1], tuple(ranked[:passing]), tuple(tried))

@@ -9,7 +9,7 @@ Modes (model path in, model path out):
   nodes excluded does not re-calibrate.
 
 `node_sensitivity` ranks the quantized nodes by the logit error each one causes when it alone is
-quantized (against the float graph, on a few clips).
+quantized (against the float graph, on a batch of a few clips), in one session for QDQ graphs.
 """
 
 from __future__ import annotations
@@ -135,12 +135,11 @@ class Quantizer:
         )
 
 
-def _logits(model: onnx.ModelProto | Path, feeds: list[Feeds]) -> np.ndarray:
+def _session(model: onnx.ModelProto | Path):
     import onnxruntime as ort
 
     source = str(model) if isinstance(model, Path) else model.SerializeToString()
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    return np.stack([session.run(["logits"], feed)[0] for feed in feeds])
+    return ort.InferenceSession(source, providers=["CPUExecutionProvider"])
 
 
 def _float_inputs(qdq: onnx.ModelProto, float_weights: dict[str, onnx.TensorProto]) -> dict[str, list[str]]:
@@ -174,45 +173,69 @@ def _float_inputs(qdq: onnx.ModelProto, float_weights: dict[str, onnx.TensorProt
     return bypassed
 
 
+def switchable(qdq: onnx.ModelProto, float_weights: dict[str, onnx.TensorProto]) -> dict[str, str]:
+    """Rewire `qdq` in place so that one boolean graph input per node chooses whether that node reads
+    its quantized inputs (True) or the float ones (False): one session then scores any mix of
+    quantized and FP32 nodes. Returns {node name: its switch input}."""
+    bypassed = _float_inputs(qdq, float_weights)
+    nodes, switches = [], {}
+    for node in qdq.graph.node:
+        if node.name in bypassed:
+            switch = switches[node.name] = f"ser_quantize/{node.name}"
+            qdq.graph.input.append(onnx.helper.make_tensor_value_info(switch, onnx.TensorProto.BOOL, []))
+            for index, (quantized, original) in enumerate(zip(list(node.input), bypassed[node.name], strict=True)):
+                if quantized != original:
+                    chosen = f"{switch}/input{index}"
+                    nodes.append(onnx.helper.make_node("Where", [switch, quantized, original], [chosen]))
+                    node.input[index] = chosen
+        nodes.append(node)
+    del qdq.graph.node[:]
+    qdq.graph.node.extend(nodes)
+    return switches
+
+
 def node_sensitivity(
     float_path: Path,
     quant_path: Path,
     nodes: Sequence[str],
-    feeds: list[Feeds],
+    feeds: Feeds,
     requantize: Callable[[Path, Sequence[str]], None],
 ) -> dict[str, float]:
-    """Each node's own damage: mean squared logit error against the float graph (on `feeds`) when
-    that node alone is quantized. Higher is more sensitive.
+    """Each node's own damage: mean squared logit error against the float graph (on the batch `feeds`)
+    when that node alone is quantized. Higher is more sensitive.
 
     Measured at the output, one node at a time, because local error misleads here: a conv's
     quantization noise looks small against its whole output, but the GroupNorm after the first
     conv scales each channel to unit variance and blows up the noise of its quiet channels; and
     removing one node from a fully quantized graph changes little when many share the damage.
-    QDQ graphs are rewired in memory (every other node reads float inputs; a small floor common to
-    all nodes remains where a pair cannot be bypassed); other graphs are re-quantized once per node
+    QDQ graphs become one `switchable` session (quantization simulated in float there, which is enough
+    to rank; a small floor common to all nodes remains where a pair cannot be bypassed), so ranking the 83
+    nodes of a base model costs 83 runs, not 83 sessions; other graphs are re-quantized once per node
     with `requantize(out, exclude)`.
     """
-    reference = _logits(float_path, feeds)
+    reference = _session(float_path).run(["logits"], feeds)[0]
 
     def error(logits: np.ndarray) -> float:
         return float(np.mean((logits - reference) ** 2))
 
     model = onnx.load(str(quant_path))
-    by_name = {node.name: node for node in model.graph.node}
-    scores = {}
-    if not set(nodes) <= set(by_name):  # not QDQ (dynamic): node names are gone
+    if not set(nodes) <= {node.name for node in model.graph.node}:  # not QDQ (dynamic): node names are gone
+        scores = {}
         with tempfile.TemporaryDirectory(prefix="ser-sensitivity-") as tmp:
             path = Path(tmp) / "one-node.onnx"
             for name in nodes:
                 requantize(path, [other for other in nodes if other != name])
-                scores[name] = error(_logits(path, feeds))
+                scores[name] = error(_session(path).run(["logits"], feeds)[0])
         return scores
     float_weights = {init.name: init for init in onnx.load(str(float_path)).graph.initializer}
-    bypassed = _float_inputs(model, float_weights)
-    quantized = {name: list(by_name[name].input) for name in bypassed}
-    for name in nodes:
-        for other, inputs in bypassed.items():
-            del by_name[other].input[:]
-            by_name[other].input.extend(quantized[other] if other == name else inputs)
-        scores[name] = error(_logits(model, feeds))
+    switches = switchable(model, float_weights)
+    off = {switch: np.array(False) for switch in switches.values()}
+    scores = {}
+    with tempfile.TemporaryDirectory(prefix="ser-sensitivity-") as tmp:
+        path = Path(tmp) / "switchable.onnx"
+        save_model(model, path)
+        session = _session(path)
+        for name in nodes:  # a node whose inputs could not be bypassed has no switch: it scores the floor
+            chosen = {**off, switches[name]: np.array(True)} if name in switches else off
+            scores[name] = error(session.run(["logits"], {**feeds, **chosen})[0])
     return scores

@@ -2,13 +2,16 @@
 
 Three ways of running it, the references the exported graphs are measured against: eager FP32,
 eager under FP16 autocast (CUDA only: CPU autocast is bfloat16, a different number format), and
-`torch.compile` (Inductor; its compilation happens in the first calls of each shape).
+`torch.compile` (Inductor; its compilation happens in the first calls of each shape). And one peer a
+PyTorch user would reach for instead of ser: eager with `torch.ao.quantization.quantize_dynamic`'s
+INT8 Linear layers (CPU only; the convolutions stay FP32).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from ser.models.checkpoint import LoadedModel, has_pretrained_weights
 from ser.models.waveform import WaveformClassifier
 from ser.runtime.base import Backend, BackendError
 
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16", "int8-dynamic")
 
 
 class TorchBackend(Backend):
@@ -41,6 +44,8 @@ class TorchBackend(Backend):
             raise BackendError(f"pytorch: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and not device.startswith("cuda"):
             raise BackendError("pytorch: fp16 autocast needs a CUDA device (CPU autocast is bfloat16)")
+        if precision == "int8-dynamic" and device != "cpu":
+            raise BackendError("pytorch: dynamic INT8 (quantize_dynamic) runs on the CPU only")
         self.name = f"pytorch-compile-{device}" if compile else f"pytorch-{device}"
         self.module = module
         self.device = torch.device(device)
@@ -52,7 +57,10 @@ class TorchBackend(Backend):
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BackendError(f"{self.name}: torch sees no CUDA device")
         self.module.to(self.device).eval()
-        self._run = torch.compile(self.module) if self.compile else self.module
+        run: torch.nn.Module = self.module
+        if self.precision == "int8-dynamic":
+            run = dynamic_int8(run)
+        self._run = torch.compile(run) if self.compile else run
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         autocast = (
@@ -69,6 +77,23 @@ class TorchBackend(Backend):
     def _deactivate(self) -> None:
         self._run = self.module
         self.module.to("cpu")
+
+
+def dynamic_int8(module: torch.nn.Module) -> torch.nn.Module:
+    """A copy of `module` with its Linear layers in dynamic INT8, as a PyTorch user would quantize it. Not the
+    projections of an attention that hands its weights to `F.multi_head_attention_forward` itself
+    (transformers' WavLM): a quantized Linear has no weight tensor to hand over."""
+    reads_weights = [
+        name for name, child in module.named_modules() if hasattr(child, "torch_multi_head_self_attention")
+    ]
+    linear = {
+        name: torch.ao.quantization.default_dynamic_qconfig
+        for name, child in module.named_modules()
+        if isinstance(child, torch.nn.Linear) and not any(name.startswith(f"{owner}.") for owner in reads_weights)
+    }
+    with warnings.catch_warnings():  # deprecated in favour of torchao, which this torch has no build of
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(module, linear, dtype=torch.qint8)
 
 
 class OriginalModel(torch.nn.Module):
