@@ -102,7 +102,7 @@ SIZES = ("tiny", "base", "large")
     default=0.95,
     show_default=True,
     help="INT8 gate: judge the one-sided Clopper-Pearson lower bound on the agreement at this confidence "
-    "(100 %% of 70 clips shows only 95.8 %%); 0: judge the point agreement on these clips only.",
+    "(100 % of 70 clips shows only 95.8 %); 0: judge the point agreement on these clips only.",
 )
 @click.option(
     "--max-f1-drop",
