@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from ser.data.corpus import Split
 from ser.labels import LABELS
 from ser.models import load_model
-from ser.training.data import Split
 from ser.training.loop import TrainError, TrainOptions, evaluate, train
 
 FAST = dict(size="tiny", batch_size=8, augment=None, workers=0, max_seconds=2.0)

@@ -30,8 +30,8 @@ import numpy as np
 from ser.bench.environment import environment
 from ser.bench.measure import agreement, latency_summary, throughput
 from ser.bench.suite import Config, ModelEntry, Suite
+from ser.metrics import classification_metrics
 from ser.staging import StagedFolder
-from ser.training.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from ser.export import FloatGraphs
@@ -106,7 +106,8 @@ def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
     if suite.data is None:
         import soundfile as sf
 
-        from ser.audio import SAMPLE_RATE, synthetic_voice
+        from ser.audio import SAMPLE_RATE
+        from ser.data.signals import synthetic_voice
 
         (work / "clips").mkdir()
         clips = []
@@ -115,7 +116,7 @@ def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
             sf.write(path, synthetic_voice(SAMPLE_RATE * (1 + index % 4), seed=1000 + index), SAMPLE_RATE)
             clips.append({"path": str(path), "label": None})
         return clips
-    from ser.training.data import Corpus, Split
+    from ser.data.corpus import Corpus, Split
 
     data = suite.data
     labelled = Split.load(data.split, data.path).test if data.split else Corpus.from_path(data.path).clips

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ser.audio import SAMPLE_RATE, load_audio, synthetic_voice
+from ser.audio import SAMPLE_RATE, load_audio
+from ser.data.signals import synthetic_voice
 from ser.runtime.base import Backend
 
 # ONNX Runtime's pool threads spin for a while after a run; on a machine with few cores, a session

@@ -22,8 +22,8 @@ from torch import nn
 
 from ser.export.calibration import AudioFolderReader
 from ser.export.validate import reference_logits
+from ser.metrics import classification_metrics
 from ser.runtime.base import Backend
-from ser.training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 

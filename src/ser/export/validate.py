@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ser.audio import synthetic_voice
+from ser.data.signals import synthetic_voice
 from ser.runtime.base import Backend
 from ser.runtime.recognizer import pad_batch
 

@@ -27,14 +27,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ser.audio import SAMPLE_RATE, load_audio
+from ser.data.corpus import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
 from ser.labels import LABELS
+from ser.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 from ser.models.checkpoint import RUN_CHECKPOINT, LoadedModel, load_model
 from ser.models.registry import get_spec
 from ser.models.waveform import WaveformClassifier
 from ser.staging import write_atomic
 from ser.training.augment import AugmentOptions, build_augment
-from ser.training.data import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
-from ser.training.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as sk
 
-from ser.training.metrics import classification_metrics, plot_confusion
+from ser.metrics import classification_metrics, plot_confusion
 
 LABELS = ("a", "b", "c", "d")
 # Class "c" is never predicted (precision 0/0) and class "d" never occurs (recall 0/0).
