@@ -40,6 +40,15 @@ def test_short_run_writes_a_loadable_checkpoint_and_test_metrics(synth_corpus, t
     assert sum(map(sum, saved["confusion"])) == 7
 
 
+def test_a_split_without_test_clips_reports_validation_as_validation(synth_corpus, tmp_path, caplog):
+    options = TrainOptions("resnet18", synth_corpus, tmp_path / "run", epochs=1, test_fraction=0.0, **FAST)
+    with caplog.at_level("INFO", logger="ser.training.loop"):
+        result = train(options, show_progress=False)
+    assert result.test is None and result.held_out == ("validation", result.validation)
+    assert any(r.getMessage().startswith("validation split (7 clips)") for r in caplog.records)
+    assert not any(r.getMessage().startswith("test split") for r in caplog.records)
+
+
 def test_early_stopping_when_validation_stops_improving(synth_corpus, tmp_path):
     # With a zero learning rate nothing changes after epoch 1 (no BatchNorm statistics either), so
     # patience 1 stops at epoch 2.

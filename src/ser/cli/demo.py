@@ -97,7 +97,7 @@ def run_demo(out: Path, models: tuple[str, ...] = DEMO_MODELS, show_progress: bo
                 name,
                 seconds,
                 trained.best_epoch,
-                trained.test,
+                trained.held_out[1],
                 bundle.path,
                 bundle_test,
                 bundle.manifest.validation["max_abs_logit_error"],

@@ -213,7 +213,7 @@ def export_command(
             tolerance=tolerance,
             optimize=not trt if optimize is None else optimize,
             fp16=fp16,
-            int8=Int8Options(int8, calibration_method, symmetric=trt, target=int8_target) if int8 else None,
+            int8=Int8Options(mode=int8, method=calibration_method, symmetric=trt, target=int8_target) if int8 else None,
             calibration_data=calibration_data,
             eval_data=eval_data,
             calibration_clips=calibration_clips,
@@ -224,7 +224,15 @@ def export_command(
                 max_fp32_fraction=max_fp32_fraction,
                 confidence=gate_confidence or None,
             ),
-            trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
+            trt=TensorRTOptions(
+                max_batch=max_batch,
+                min_seconds=min_seconds,
+                opt_seconds=opt_seconds,
+                max_seconds=max_seconds,
+                timing_cache=timing_cache,
+            )
+            if trt
+            else None,
         )
         triton_options = TritonOptions(
             backend=triton_backend, max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt

@@ -125,5 +125,5 @@ def train_command(
         sys.exit(1)
     click.echo(
         f"{result.out}: best epoch {result.best_epoch} of {result.epochs_run}"
-        f"{' (early stop)' if result.stopped_early else ''}; test {result.test.summary()}"
+        f"{' (early stop)' if result.stopped_early else ''}; {result.held_out[0]} {result.held_out[1].summary()}"
     )

@@ -92,7 +92,7 @@ class ExportOptions:
         return "fp16" if self.fp16 else "fp32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # wired by name: a reordered field cannot mis-wire a caller
 class TensorRTOptions:
     max_batch: int = 32
     min_seconds: float = 0.5

@@ -57,7 +57,7 @@ def agreement_lower_bound(agreed: int, clips: int, confidence: float = 0.95) -> 
     return low
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # wired by name: a reordered field cannot mis-wire a caller
 class Gate:
     min_agreement: float = 0.99  # top-1 agreement with FP32 PyTorch the clips must show, 0..1
     max_f1_drop: float | None = 0.5  # macro-F1 points (0..100) below PyTorch's; None: not checked

@@ -127,6 +127,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             settings.max_wait_ms / 1000,
             settings.max_queue,
             on_batch=metrics.observe_batch,
+            on_depth=metrics.queue_depth.set,
         )
         batcher.start()
         metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
@@ -191,7 +192,6 @@ def create_app(settings: ServeSettings) -> FastAPI:
     async def answer(batcher: MicroBatcher[Prediction], clips: list[np.ndarray]) -> list[Prediction]:
         """Answers for `clips`, submitted at most a batch at a time so a long timeline neither fills the
         queue nor runs into the timeout, which applies to each batch's wait."""
-        metrics.queue_depth.set(batcher.queued)
         answers: list[Prediction] = []
         for start in range(0, len(clips), settings.max_batch):
             chunk = clips[start : start + settings.max_batch]

@@ -6,7 +6,8 @@ checkpoint/ (the best epoch, by validation macro-F1: config.json, model.safetens
 preprocessor_config.json, a link to checkpoint-epoch-NNNN/ replaced in one rename; `ser-export
 --checkpoint RUN` loads it), split.json, options.json, start.json (the checkpoint it
 started from, the class it loaded as, and which weights were initialised for a new head), history.json,
-state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
+state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split
+(the validation split when it has no test clips).
 """
 
 from __future__ import annotations
@@ -92,7 +93,12 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     validation: ClassificationMetrics
-    test: ClassificationMetrics
+    test: ClassificationMetrics | None  # None when the split has no test clips: nothing was held out for it
+
+    @property
+    def held_out(self) -> tuple[str, ClassificationMetrics]:
+        """The final scores and which split they are: the test split's, else the validation split's."""
+        return ("test", self.test) if self.test is not None else ("validation", self.validation)
 
 
 class ClipDataset(Dataset):
@@ -424,10 +430,13 @@ class _Run:
     def _finish(self, state: dict) -> TrainResult:
         best = load_model(self.o.model, self.out)
         val = evaluate(best, self.split.val, self.device, self.o.batch_size)
-        test = evaluate(best, self.split.test, self.device, self.o.batch_size) if self.split.test else val
-        write_metrics(test, self.out, f"{self.o.model}: test split, best epoch {state['best_epoch']}")
-        log.info("test split (%d clips): %s", len(self.split.test), test.summary())
-        return TrainResult(self.out, state["best_epoch"], state["epoch"], state["stopped"], val, test)
+        test = evaluate(best, self.split.test, self.device, self.o.batch_size) if self.split.test else None
+        result = TrainResult(self.out, state["best_epoch"], state["epoch"], state["stopped"], val, test)
+        split, metrics = result.held_out
+        clips = len(self.split.test if test is not None else self.split.val)
+        write_metrics(metrics, self.out, f"{self.o.model}: {split} split, best epoch {state['best_epoch']}")
+        log.info("%s split (%d clips): %s", split, clips, metrics.summary())
+        return result
 
 
 def _progress(enabled: bool):
