@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from ser.bench.measure import agreement, latency_summary, median_ratio, pareto_front, throughput
+from ser.bench.measure import latency_summary, median_ratio, pareto_front, throughput
 
 
 def test_latency_summary_percentiles_mean_and_spread_in_ms():
@@ -20,18 +20,6 @@ def test_latency_summary_percentiles_mean_and_spread_in_ms():
 
 def test_throughput_is_clips_and_audio_seconds_per_second():
     assert throughput(batch=8, seconds=4.0, mean_ms=100.0) == pytest.approx({"clips_per_s": 80.0, "audio_x": 320.0})
-
-
-def test_agreement_counts_top1_matches_and_logit_errors():
-    reference = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0], [1.0, 3.0, 0.0], [0.5, 0.0, 0.0]])
-    other = reference.copy()
-    other[3] = [0.0, 0.4, 0.0]  # the last clip's answer changes
-    result = agreement(reference, other)
-    assert result["top1_agreement"] == pytest.approx(0.75)
-    assert result["max_abs_logit_error"] == pytest.approx(0.5)
-    assert result["mean_abs_logit_error"] == pytest.approx(0.9 / 12)
-    with pytest.raises(ValueError, match="equal"):
-        agreement(reference, reference[:2])
 
 
 def test_median_ratio_bounds_cover_noise_and_exclude_a_real_change():

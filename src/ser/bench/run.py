@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ser.bench.environment import environment
-from ser.bench.measure import agreement, latency_summary, throughput
+from ser.bench.measure import latency_summary, throughput
 from ser.bench.suite import Config, ModelEntry, Suite
-from ser.metrics import classification_metrics
+from ser.metrics import Agreement, classification_metrics
 from ser.staging import StagedFolder
 
 if TYPE_CHECKING:
@@ -372,7 +372,7 @@ def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> 
             record["accuracy"] = {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "f1": metrics.f1}
         if reference is not None and "logits" in reference:
             order = [list(reference["labels"]).index(label) for label in labels]
-            record["agreement"] = agreement(np.asarray(reference["logits"])[:, order], logits)
+            record["agreement"] = Agreement.of(np.asarray(reference["logits"])[:, order], logits).to_dict()
 
 
 def _config_record(config: Config) -> dict[str, Any]:
