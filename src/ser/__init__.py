@@ -28,14 +28,13 @@ __version__ = "0.1.0"
 def load(
     bundle: str | Path | Bundle,
     backend: str = "auto",
-    device: str = "auto",
     threads: int | None = None,
     strict_cpu: bool = False,
 ) -> EmotionRecognizer:
     """A verified bundle folder, opened on the fastest backend here: `EmotionRecognizer.load`."""
     from ser.runtime.recognizer import EmotionRecognizer
 
-    return EmotionRecognizer.load(bundle, backend, device, threads, strict_cpu)
+    return EmotionRecognizer.load(bundle, backend, threads, strict_cpu)
 
 
 def __getattr__(name: str) -> Any:

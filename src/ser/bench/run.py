@@ -132,25 +132,23 @@ def slug(text: str) -> str:
 
 
 def unavailable(config: Config) -> str | None:
-    """Why `config`'s backend cannot run on this machine, found before anything is exported for it."""
+    """Why `config`'s backend cannot run on this machine, found before anything is exported for it: the
+    runtime's own check for the runtime's backends."""
     if config.backend.startswith("pytorch"):
         import torch
 
         if config.device == "cuda" and not torch.cuda.is_available():
             return "backend unavailable here: torch sees no CUDA device"
         return None
-    if config.backend in ("tensorrt", "openvino"):
-        if config.backend == "tensorrt":
-            from ser.runtime.tensorrt import unavailable_reason
-        else:
-            from ser.bench.peers import unavailable_reason
+    if config.backend == "openvino":
+        from ser.bench.peers import unavailable_reason
 
         reason = unavailable_reason()
-        return f"backend unavailable here: {reason}" if reason else None
-    from ser.runtime.onnxrt import device_problem
+    else:
+        from ser.runtime.recognizer import backend_problem
 
-    problem = device_problem(config.device)
-    return f"backend unavailable here: {problem}" if problem else None
+        reason = backend_problem(config.backend)
+    return f"backend unavailable here: {reason}" if reason else None
 
 
 def export_for(

@@ -57,11 +57,10 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     from ser.runtime.recognizer import open_backend
 
     bundle = Bundle.load(spec["bundle"])
+    backend = open_backend(bundle, spec["backend"], threads=spec["threads"])  # the runtime's own names
     if spec["backend"] == "tensorrt":
-        backend = open_backend(bundle, "tensorrt")
         size = sum((bundle.path / engine["file"]).stat().st_size for engine in bundle.manifest.engines)
     else:
-        backend = open_backend(bundle, "onnxruntime", device=spec["device"], threads=spec["threads"])
         size = bundle.onnx_path.stat().st_size
     return backend, bundle.manifest.labels, size
 

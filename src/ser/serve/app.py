@@ -50,7 +50,6 @@ class ServeSettings:
     keep_alive_s: float = 5.0  # a connection without a complete request head for this long is closed
     max_connections: int = 256  # concurrent connections and requests; more get 503 from the server
     backend: str = "auto"
-    device: str = "auto"
     threads: int | None = None
     strict_cpu: bool = False  # refuse to start with an INT8 bundle whose answers can differ on this CPU
 
@@ -115,7 +114,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         recognizer = await run_in_threadpool(
-            EmotionRecognizer.load, settings.bundle, settings.backend, settings.device, settings.threads,
+            EmotionRecognizer.load, settings.bundle, settings.backend, settings.threads,
             settings.strict_cpu,
         )  # fmt: skip
         # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
