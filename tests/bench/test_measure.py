@@ -38,28 +38,29 @@ def test_pareto_front_keeps_points_no_other_beats_on_both_axes():
 
 def test_run_scores_accuracy_and_macro_f1_like_scikit_learn(make_results):
     results = make_results()
-    truth = [r["label"] for r in results["clips"]]
-    labels = results["configs"][0]["labels"]
-    for record in results["configs"]:
-        if "logits" not in record:
-            assert "accuracy" not in record
+    truth = [r["label"] for r in results.clips]
+    labels = list(results.configs[0].labels)
+    for record in results.configs:
+        if record.logits is None:
+            assert record.accuracy is None
             continue
-        predicted = [labels[i] for i in np.argmax(record["logits"], axis=1)]
-        assert record["accuracy"]["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+        predicted = [labels[i] for i in np.argmax(record.logits, axis=1)]
+        assert record.accuracy.accuracy == pytest.approx(accuracy_score(truth, predicted))
         sk_f1 = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)
-        assert list(record["accuracy"]["f1"].values()) == pytest.approx(sk_f1)
-        assert record["accuracy"]["macro_f1"] == pytest.approx(
+        assert list(record.accuracy.f1.values()) == pytest.approx(sk_f1)
+        assert record.accuracy.macro_f1 == pytest.approx(
             f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)
         )
-    reference = next(r for r in results["configs"] if r["reference"])
-    int8 = next(r for r in results["configs"] if r["precision"] == "int8-dynamic")
-    assert reference["agreement"]["top1_agreement"] == 1.0 and reference["agreement"]["max_abs_logit_error"] == 0
-    assert 0.75 < int8["agreement"]["top1_agreement"] < 1.0
+    reference = next(r for r in results.configs if r.reference)
+    int8 = next(r for r in results.configs if r.precision == "int8-dynamic")
+    assert reference.agreement.top1_agreement == 1.0 and reference.agreement.max_abs_logit_error == 0
+    assert 0.75 < int8.agreement.top1_agreement < 1.0
 
 
 def test_run_gives_every_case_its_speedup_over_the_reference(make_results):
-    for record in make_results()["configs"]:
-        for case in record["cases"]:
-            expected = {"pytorch-eager": 1.0, "onnxruntime-cpu": 2.0 if record["precision"] == "fp32" else 4.0}
-            assert case["speedup"] == pytest.approx(expected[record["backend"]], rel=0.05)
-            assert case["p50_ms"] <= case["p90_ms"] <= case["p99_ms"]
+    for record in make_results().configs:
+        for case in record.cases:
+            expected = {"pytorch-eager": 1.0, "onnxruntime-cpu": 2.0 if record.precision == "fp32" else 4.0}
+            assert case.speedup == pytest.approx(expected[record.backend], rel=0.05)
+            summary = case.summary
+            assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"]

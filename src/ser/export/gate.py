@@ -184,9 +184,10 @@ class GateResult:
     def describe(self) -> str:
         level = f"{self.confidence or 0.95:.0%}"
         if self.scored < self.clips:
+            missed = self.scored - self.agreed
             return (
-                f"stopped after {self.scored} of {self.clips} clips: {self.scored - self.agreed} disagreements are "
-                "more than the gate allows"
+                f"stopped after {self.scored} of {self.clips} clips: {missed} "
+                f"{'disagreement is' if missed == 1 else 'disagreements are'} more than the gate allows"
             )
         shown = f"≥ {self.agreement_lower_bound:.1%} at {level}"
         text = f"top-1 agreement {self.agreement:.1%} on {self.clips} clips ({shown})"
