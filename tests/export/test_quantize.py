@@ -1,6 +1,7 @@
 """INT8 export: graph structure per mode, the accuracy gate (pass with FP32 fallback, forced failure)
 and per-node sensitivity, all through real ONNX Runtime quantization and sessions."""
 
+import dataclasses
 from collections import Counter
 
 import numpy as np
@@ -100,6 +101,17 @@ def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoi
         export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert [p for p in tmp_path.iterdir()] == []
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_takes_clips_of_different_lengths(tmp_path, tiny_checkpoint, synth_corpus, method):
+    # ONNX Runtime's histogram collectors stack a tensor's values over all clips: the reader cuts them to one length.
+    options = int8_options(tiny_checkpoint, synth_corpus, "static", OPEN_GATE)
+    options = dataclasses.replace(options, int8=Int8Options("static", method=method))
+    lengths = {len(clip) for clip in AudioFolderReader.from_folder(synth_corpus, limit=20).clips}
+    assert len(lengths) > 1, "the corpus must have clips of several lengths for this test to mean anything"
+    bundle = export_bundle(options, tmp_path / "b")
+    assert bundle.manifest.quantization["method"] == method
 
 
 def test_int8_needs_audio_for_its_gate():

@@ -10,6 +10,7 @@ which the gate's macro-F1 needs; any other folder of audio gives clips without l
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -106,9 +107,17 @@ class AudioFolderReader:
         for clip in self.clips:
             yield {"audio": clip[None, :], "lengths": np.array([len(clip)], dtype=np.int64)}
 
-    def onnxruntime_reader(self, on_feed: Callable[[], None] | None = None) -> CalibrationDataReader:
-        """ONNX Runtime's single-pass reader over these clips; `on_feed` is called per clip (progress)."""
-        return _OnnxRuntimeReader(self, on_feed)
+    def onnxruntime_reader(
+        self, on_feed: Callable[[], None] | None = None, equal_lengths: bool = False
+    ) -> CalibrationDataReader:
+        """ONNX Runtime's single-pass reader over these clips; `on_feed` is called per clip (progress).
+        `equal_lengths` cuts every clip to the shortest one's length: ONNX Runtime's histogram calibrators
+        (entropy, percentile) stack each tensor's values over all clips and fail on clips of different lengths."""
+        reader = self
+        if equal_lengths:
+            shortest = min(len(clip) for clip in self.clips)
+            reader = dataclasses.replace(self, clips=tuple(clip[:shortest] for clip in self.clips))
+        return _OnnxRuntimeReader(reader, on_feed)
 
 
 class _OnnxRuntimeReader(CalibrationDataReader):

@@ -120,7 +120,8 @@ class Quantizer:
             quantize_dynamic(self.float_path, out, weight_type=QuantType.QInt8, **common)
             return
         assert self.calibration is not None
-        reader = None if self._cache.is_file() else self.calibration.onnxruntime_reader(self.on_feed)
+        histogram = self.options.method != "minmax"
+        reader = None if self._cache.is_file() else self.calibration.onnxruntime_reader(self.on_feed, histogram)
         quantize_static(
             self.float_path,
             out,
