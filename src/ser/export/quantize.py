@@ -4,7 +4,8 @@ Modes (model path in, model path out):
 - dynamic: MatMul/Gemm weights per-channel INT8, activations quantized per call. No calibration;
   Conv stays FP32 because ONNX Runtime's ConvInteger is slower than its FP32 Conv.
 - static: QDQ graph with per-channel INT8 weights and UINT8 activations (the CPU's VNNI layout) for
-  MatMul, Gemm and Conv, so the convolutional feature encoder runs in INT8 too. Activation ranges
+  MatMul, Gemm and Conv, so the convolutional feature encoder runs in INT8 too (all but its first conv,
+  which reads the waveform: see `quantizable_nodes`). Activation ranges
   come from real audio (minmax, entropy or percentile) and are cached, so re-quantizing with other
   nodes excluded does not re-calibrate.
 
@@ -69,12 +70,18 @@ class Int8Options:
 
 
 def quantizable_nodes(model: onnx.ModelProto, mode: str) -> list[str]:
-    """Names of the nodes `mode` would quantize: its op types with a constant (initializer) weight."""
-    initializers = {init.name for init in model.graph.initializer}
+    """Names of the nodes `mode` would quantize: its op types with a constant (initializer) weight, except a
+    convolution with one input channel (the first conv over the waveform, ResNet's stem over the log-mel).
+    There INT8 buys nothing (a few MFLOP) and costs twice: the raw waveform in 8 bits is a 48 dB signal, and
+    its output, the largest tensor of the graph, would need a dequantize before the FP32 GroupNorm."""
+    initializers = {init.name: init for init in model.graph.initializer}
     return [
         node.name
         for node in model.graph.node
-        if node.op_type in OP_TYPES[mode] and len(node.input) > 1 and node.input[1] in initializers
+        if node.op_type in OP_TYPES[mode]
+        and len(node.input) > 1
+        and node.input[1] in initializers
+        and not (node.op_type == "Conv" and initializers[node.input[1]].dims[1] == 1)
     ]
 
 
