@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser.audio import synthetic_voice
+from ser.data.signals import synthetic_voice
 from ser.export import ExportOptions, Gate, Int8Options, export_bundle
 from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend

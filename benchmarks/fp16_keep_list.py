@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ser.audio import synthetic_voice
+from ser.data.signals import synthetic_voice
 from ser.export.onnx import export_onnx
 from ser.export.optimize import FP16_KEEP_FP32_OPS, convert_fp16, optimize_graph
 from ser.models import load_model

@@ -34,8 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' own h
 from serve_load import rss_mib, start_serve
 from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
-from ser.audio import SAMPLE_RATE, synthetic_voice
+from ser.audio import SAMPLE_RATE
 from ser.bench.environment import cpu_info
+from ser.data.signals import synthetic_voice
 
 WAV = {"content-type": "audio/wav"}
 

@@ -30,7 +30,8 @@ from typing import IO
 import httpx
 import soundfile as sf
 
-from ser.audio import SAMPLE_RATE, synthetic_voice
+from ser.audio import SAMPLE_RATE
+from ser.data.signals import synthetic_voice
 
 SCRIPTS = Path(sys.executable).parent
 

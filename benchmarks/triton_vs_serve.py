@@ -30,9 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the tests' Trito
 from serve_load import load, rss_mib, start_serve
 from tests.triton_server import start_triton, unavailable_reason
 
-from ser.audio import SAMPLE_RATE, synthetic_voice
+from ser.audio import SAMPLE_RATE
 from ser.bench.environment import cpu_info
 from ser.bundle import Bundle
+from ser.data.signals import synthetic_voice
 from ser.export.triton import TritonOptions, write_triton_repository
 
 HEADERS = {"Content-Type": "application/octet-stream"}

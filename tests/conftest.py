@@ -21,7 +21,7 @@ TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat",
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
     """`seconds` of the exporter's speech-like validation signal at `rate`."""
-    from ser.audio import synthetic_voice
+    from ser.data.signals import synthetic_voice
 
     return synthetic_voice(int(seconds * rate), seed, rate)
 
@@ -89,7 +89,7 @@ def synth_corpus(tmp_path_factory) -> Path:
     """The demo corpus at test size: 6 espeak-ng clips per emotion, seed 0."""
     import shutil
 
-    from ser.training.synth import ESPEAK, synthesize_corpus
+    from ser.data.synth import ESPEAK, synthesize_corpus
 
     if shutil.which(ESPEAK) is None:
         pytest.skip(f"{ESPEAK} is not installed (make test installs it with apt-get)")

@@ -7,7 +7,8 @@ import struct
 import numpy as np
 import soundfile as sf
 
-from ser.audio import SAMPLE_RATE, synthetic_voice
+from ser.audio import SAMPLE_RATE
+from ser.data.signals import synthetic_voice
 
 
 def wav_claiming_rate(rate: int, seconds: float = 1.0) -> bytes:

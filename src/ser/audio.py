@@ -198,16 +198,3 @@ def _check_finite(samples: np.ndarray, name: str, where: str) -> None:
             return
     bad = "NaN" if np.isnan(samples).any() else "Inf"
     raise AudioError(f"{name}: contains {bad} samples{where}")
-
-
-def synthetic_voice(length: int, seed: int, rate: int = SAMPLE_RATE) -> np.ndarray:
-    """A deterministic speech-like test signal (a gliding harmonic tone with vibrato, in noise): what
-    validation and benchmarks feed when the answer does not matter, only that the input is like speech."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(length) / rate
-    f0 = rng.uniform(90, 260) * (1 + 0.3 * t / max(t[-1], 1e-3)) * (1 + 0.02 * np.sin(2 * np.pi * 5 * t))
-    phase = 2 * np.pi * np.cumsum(f0) / rate
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * rng.uniform(2, 5) * t) ** 2
-    clip = 0.3 * envelope * voice + 0.02 * rng.standard_normal(length)
-    return clip.astype(np.float32)

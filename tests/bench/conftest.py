@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ser.bench.environment import environment
+from ser.bench.results import Results
 from ser.bench.run import _config_record, _suite_record, score
 from ser.bench.suite import parse_suite
 from ser.labels import LABELS
@@ -56,14 +57,13 @@ def make_results():
                 samples = rng.normal(mean, 0.02 * mean, 30).clip(min=0.1 * mean)
                 record["cases"].append({"batch": batch, "seconds": seconds, "samples_s": samples.tolist()})
             records.append(record)
-        score(records, clips)
-        return {
-            "suite": _suite_record(suite),
-            "environment": environment(),
-            "started": "2026-11-24 12:00:00",
-            "wall_s": 60.0,
-            "clips": clips,
-            "configs": records,
-        }
+        return Results(
+            suite=_suite_record(suite),
+            environment=environment(),
+            started="2026-11-24 12:00:00",
+            wall_s=60.0,
+            clips=tuple(clips),
+            configs=tuple(score(records, clips)),
+        )
 
     return make

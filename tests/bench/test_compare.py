@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -24,7 +25,7 @@ def test_a_change_below_the_threshold_is_not_reported_even_when_it_is_real(make_
 
 def test_unmatched_configurations_are_listed(make_results):
     before, after = make_results(), make_results()
-    after["configs"] = after["configs"][:2]
+    after = replace(after, configs=after.configs[:2])
     only_a, only_b = unmatched(before, after)
     assert only_a == ["wavlm:tiny/onnxruntime-cpu/int8-dynamic/t2"] and only_b == []
 
@@ -32,8 +33,8 @@ def test_unmatched_configurations_are_listed(make_results):
 def test_compare_command_exits_nonzero_on_a_regression_when_asked(make_results, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b.json"
     a.mkdir()
-    (a / "results.json").write_text(json.dumps(make_results(seed=0)))
-    b.write_text(json.dumps(make_results(seed=1, slowdown=1.5)))
+    (a / "results.json").write_text(json.dumps(make_results(seed=0).to_json()))
+    b.write_text(json.dumps(make_results(seed=1, slowdown=1.5).to_json()))
     result = CliRunner().invoke(bench_command, ["compare", str(a), str(b)])
     assert result.exit_code == 0 and "slower" in result.output
     result = CliRunner().invoke(bench_command, ["compare", str(a), str(b), "--fail-on-regression"])

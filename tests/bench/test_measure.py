@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, f1_score
 
-from ser.bench.measure import agreement, latency_summary, median_ratio, pareto_front, throughput
+from ser.bench.measure import latency_summary, median_ratio, pareto_front, throughput
 
 
 def test_latency_summary_percentiles_mean_and_spread_in_ms():
@@ -22,18 +22,6 @@ def test_throughput_is_clips_and_audio_seconds_per_second():
     assert throughput(batch=8, seconds=4.0, mean_ms=100.0) == pytest.approx({"clips_per_s": 80.0, "audio_x": 320.0})
 
 
-def test_agreement_counts_top1_matches_and_logit_errors():
-    reference = np.array([[2.0, 1.0, 0.0], [0.0, 1.0, 2.0], [1.0, 3.0, 0.0], [0.5, 0.0, 0.0]])
-    other = reference.copy()
-    other[3] = [0.0, 0.4, 0.0]  # the last clip's answer changes
-    result = agreement(reference, other)
-    assert result["top1_agreement"] == pytest.approx(0.75)
-    assert result["max_abs_logit_error"] == pytest.approx(0.5)
-    assert result["mean_abs_logit_error"] == pytest.approx(0.9 / 12)
-    with pytest.raises(ValueError, match="equal"):
-        agreement(reference, reference[:2])
-
-
 def test_median_ratio_bounds_cover_noise_and_exclude_a_real_change():
     rng = np.random.default_rng(0)
     a, b = rng.normal(1.0, 0.05, 40), rng.normal(1.0, 0.05, 40)
@@ -50,28 +38,29 @@ def test_pareto_front_keeps_points_no_other_beats_on_both_axes():
 
 def test_run_scores_accuracy_and_macro_f1_like_scikit_learn(make_results):
     results = make_results()
-    truth = [r["label"] for r in results["clips"]]
-    labels = results["configs"][0]["labels"]
-    for record in results["configs"]:
-        if "logits" not in record:
-            assert "accuracy" not in record
+    truth = [r["label"] for r in results.clips]
+    labels = list(results.configs[0].labels)
+    for record in results.configs:
+        if record.logits is None:
+            assert record.accuracy is None
             continue
-        predicted = [labels[i] for i in np.argmax(record["logits"], axis=1)]
-        assert record["accuracy"]["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+        predicted = [labels[i] for i in np.argmax(record.logits, axis=1)]
+        assert record.accuracy.accuracy == pytest.approx(accuracy_score(truth, predicted))
         sk_f1 = f1_score(truth, predicted, labels=labels, average=None, zero_division=0)
-        assert list(record["accuracy"]["f1"].values()) == pytest.approx(sk_f1)
-        assert record["accuracy"]["macro_f1"] == pytest.approx(
+        assert list(record.accuracy.f1.values()) == pytest.approx(sk_f1)
+        assert record.accuracy.macro_f1 == pytest.approx(
             f1_score(truth, predicted, labels=labels, average="macro", zero_division=0)
         )
-    reference = next(r for r in results["configs"] if r["reference"])
-    int8 = next(r for r in results["configs"] if r["precision"] == "int8-dynamic")
-    assert reference["agreement"]["top1_agreement"] == 1.0 and reference["agreement"]["max_abs_logit_error"] == 0
-    assert 0.75 < int8["agreement"]["top1_agreement"] < 1.0
+    reference = next(r for r in results.configs if r.reference)
+    int8 = next(r for r in results.configs if r.precision == "int8-dynamic")
+    assert reference.agreement.top1_agreement == 1.0 and reference.agreement.max_abs_logit_error == 0
+    assert 0.75 < int8.agreement.top1_agreement < 1.0
 
 
 def test_run_gives_every_case_its_speedup_over_the_reference(make_results):
-    for record in make_results()["configs"]:
-        for case in record["cases"]:
-            expected = {"pytorch-eager": 1.0, "onnxruntime-cpu": 2.0 if record["precision"] == "fp32" else 4.0}
-            assert case["speedup"] == pytest.approx(expected[record["backend"]], rel=0.05)
-            assert case["p50_ms"] <= case["p90_ms"] <= case["p99_ms"]
+    for record in make_results().configs:
+        for case in record.cases:
+            expected = {"pytorch-eager": 1.0, "onnxruntime-cpu": 2.0 if record.precision == "fp32" else 4.0}
+            assert case.speedup == pytest.approx(expected[record.backend], rel=0.05)
+            summary = case.summary
+            assert summary["p50_ms"] <= summary["p90_ms"] <= summary["p99_ms"]

@@ -1,7 +1,9 @@
 import csv
 import json
+from dataclasses import replace
 
 from ser.bench.report import CSV_NAME, REPORT_NAME, ROW_FIELDS, print_table, rows, write_outputs
+from ser.bench.results import Results
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -20,7 +22,9 @@ def test_rows_are_one_per_configuration_and_case_and_one_per_failed_configuratio
 def test_writes_json_csv_markdown_and_the_plots(make_results, tmp_path):
     results = make_results()
     write_outputs(results, tmp_path)
-    assert json.loads((tmp_path / "results.json").read_text())["configs"][0]["cases"][0]["samples_s"]
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["configs"][0]["cases"][0]["samples_s"]
+    assert Results.from_json(written).configs == results.configs, "results.json reads back as the same records"
     with open(tmp_path / CSV_NAME) as f:
         table = list(csv.DictReader(f))
     assert tuple(table[0]) == ROW_FIELDS and len(table) == 14
@@ -35,10 +39,11 @@ def test_writes_json_csv_markdown_and_the_plots(make_results, tmp_path):
 
 def test_plots_need_the_data_they_show(make_results, tmp_path):
     results = make_results()
-    results["suite"]["durations"] = [4]  # one clip length: no latency-against-duration plot
-    for record in results["configs"]:
-        record["cases"] = [c for c in record["cases"] if c["seconds"] == 4]
-        record.pop("agreement", None)  # no reference answers: no Pareto plot
+    configs = tuple(
+        replace(c, cases=tuple(case for case in c.cases if case.seconds == 4), agreement=None)  # no Pareto plot
+        for c in results.configs
+    )
+    results = replace(results, suite={**results.suite, "durations": [4]}, configs=configs)  # no duration plot
     write_outputs(results, tmp_path)
     assert sorted(p.name for p in tmp_path.glob("*.png")) == ["latency_vs_batch.png"]
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from ser.bench.suite import REFERENCE, SuiteError, load_suite, parse_suite
+from ser.bench.suite import BACKENDS, REFERENCE, SuiteError, load_suite, parse_suite
 
 SUITES = sorted(Path(__file__).parents[2].joinpath("benchmarks", "suites").glob("*.yaml"))
 MINIMAL = {"models": [{"model": "wavlm", "size": "tiny"}], "backends": ["onnxruntime-cpu"]}
@@ -115,3 +115,9 @@ def test_a_checkpoint_names_its_own_model(tiny_checkpoint, tmp_path):
         parse(models=[{"checkpoint": str(tmp_path / "absent")}])
     with pytest.raises(SuiteError, match=r"s\.yaml: models\[0\]: needs model"):
         parse(models=[{}])
+
+
+def test_the_runtimes_backends_have_the_same_names_in_suites():
+    from ser.runtime.recognizer import BACKENDS as RUNTIME
+
+    assert set(RUNTIME) - {"auto"} <= set(BACKENDS)

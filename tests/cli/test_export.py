@@ -59,7 +59,7 @@ def test_every_command_explains_itself(command):
     assert result.returncode == 0
     for option in {
         "ser-export": ["--model", "--checkpoint", "--size", "--random-init", "--out"],
-        "ser-infer": ["--json", "--backend", "--device", "--threads"],
+        "ser-infer": ["--json", "--backend", "--threads"],
         "ser": ["export", "infer", "demo"],
     }[command]:
         assert option in result.stdout

@@ -46,7 +46,7 @@ def test_a_backend_that_cannot_run_here_exits_2_saying_why(tiny_bundle, write_cl
         result = _run(tiny_bundle("wavlm"), clip, "--backend", "tensorrt")
         assert result.returncode == 2 and f"tensorrt: {unavailable_reason()}" in result.stderr
     if (problem := device_problem("tensorrt")) is not None:
-        result = _run(tiny_bundle("wavlm"), clip, "--device", "tensorrt")
+        result = _run(tiny_bundle("wavlm"), clip, "--backend", "onnxruntime-tensorrt")
         # the library a load misses first depends on what the process loaded before (torch brings CUDA's)
         assert result.returncode == 2 and f"onnxruntime-tensorrt: {problem.split(':')[0]}" in result.stderr
     auto = _run(tiny_bundle("wavlm"), clip)  # auto finds something that runs

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
+from ser.data.corpus import DataError
 from ser.export.calibration import AudioFolderReader
 from ser.labels import LABELS
-from ser.training.data import DataError
 
 
 def test_reads_a_labelled_folder_as_a_seeded_re_iterable_sample(synth_corpus):

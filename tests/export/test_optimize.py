@@ -72,7 +72,7 @@ def test_fp16_bundle_answers_like_fp32(tmp_path, tiny_checkpoint, tiny_bundle):
 
 def test_fp16_handles_clips_longer_than_fp16_can_count(tmp_path, tiny_checkpoint):
     # 30 s is 480,000 samples, past FP16's 65,504: the length arithmetic must stay FP32.
-    from ser.audio import synthetic_voice
+    from ser.data.signals import synthetic_voice
     from ser.runtime import EmotionRecognizer
 
     options = ExportOptions("wav2vec2", checkpoint=str(tiny_checkpoint("wav2vec2")), fp16=True)

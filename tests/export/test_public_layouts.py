@@ -123,7 +123,7 @@ def _export(checkpoint: Path, out: Path, *args: str):
 def _hold_against_pipeline(checkpoint: Path, bundle: Path) -> None:
     """The bundle and transformers' pipeline on the user's checkpoint: same top-1, scores within 2e-3."""
     reference = pipeline("audio-classification", model=str(checkpoint), top_k=None, device="cpu")
-    with EmotionRecognizer.load(bundle, device="cpu") as recognizer:
+    with EmotionRecognizer.load(bundle, backend="onnxruntime-cpu") as recognizer:
         for i, seconds in enumerate(SECONDS):
             clip = speech_like(seconds, seed=10 + i)
             expected = {d["label"]: d["score"] for d in reference(clip.copy())}
@@ -160,7 +160,7 @@ def test_labels_are_kept_as_the_checkpoint_names_them_with_their_canonical_emoti
     manifest = Bundle.load(tmp_path / "b4").manifest
     assert manifest.labels == LABELS_4
     assert manifest.canonical_labels == ("neutral", "happy", "angry", "sad")
-    with EmotionRecognizer.load(tmp_path / "b4", device="cpu") as recognizer:
+    with EmotionRecognizer.load(tmp_path / "b4", backend="onnxruntime-cpu") as recognizer:
         prediction = recognizer.predict(speech_like(1.0), sample_rate=16_000)
     assert prediction.canonical == dict(zip(LABELS_4, manifest.canonical_labels, strict=True))[prediction.label]
 
@@ -234,7 +234,7 @@ def test_bundles_answer_the_same_whichever_order_clips_are_padded_in(layout_chec
     """data2vec-audio's stacked positional convolutions would leak padding into the last frames."""
     assert _export(layout_checkpoint("data2vec-audio"), tmp_path / "b").exit_code == 0
     clips = [speech_like(s, seed=i) for i, s in enumerate((2.0, 0.5, 1.1))]
-    with EmotionRecognizer.load(tmp_path / "b", device="cpu") as recognizer:
+    with EmotionRecognizer.load(tmp_path / "b", backend="onnxruntime-cpu") as recognizer:
         alone = [recognizer.predict(c, sample_rate=16_000).scores for c in clips]
         batched = [p.scores for p in recognizer.predict_batch(clips, sample_rate=16_000)]
     for a, b in zip(alone, batched, strict=True):

@@ -68,7 +68,7 @@ def test_answers_equal_the_recognizers_over_http_and_grpc(triton, protocol):
     assert client.is_server_ready() and client.is_model_ready("wavlm")
     files = [_wav(1.0, 1), _wav(0.6, 2)]
     clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
-    with EmotionRecognizer.load(bundle, device="cpu") as recognizer:
+    with EmotionRecognizer.load(bundle, backend="onnxruntime-cpu") as recognizer:
         expected_files = [recognizer.predict(f) for f in files]
         expected_clips = recognizer.classify(clips)
     labels = list(recognizer.labels)
@@ -129,7 +129,7 @@ def test_the_dynamic_batcher_groups_concurrent_clips_of_different_lengths(triton
         if after["inference_count"] - before["inference_count"] >= len(clips):
             break
         time.sleep(0.1)
-    with EmotionRecognizer.load(bundle, device="cpu") as recognizer:
+    with EmotionRecognizer.load(bundle, backend="onnxruntime-cpu") as recognizer:
         expected = [recognizer.classify([clip])[0] for clip in clips]
     labels = list(recognizer.labels)
     for i, prediction in enumerate(expected):

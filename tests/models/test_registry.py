@@ -1,14 +1,22 @@
 import pytest
 
-from ser.cli.export import MODEL_NAMES
 from ser.models import REGISTRY, get_spec
 from tests.conftest import TINY_MODELS
 
 
-def test_every_registered_model_has_a_tiny_fixture_and_a_cli_name():
-    assert set(REGISTRY) == set(TINY_MODELS) == set(MODEL_NAMES)
+def test_every_registered_model_has_a_tiny_fixture():
+    assert set(REGISTRY) == set(TINY_MODELS)
     for spec in REGISTRY.values():
         assert "tiny" in spec.sizes, spec.name
+
+
+def test_the_registry_names_each_head_as_its_class_does():
+    # The registry is data (no torch on import); the names and model types it holds must be the classes' own.
+    for spec in REGISTRY.values():
+        for head in spec.heads:
+            cls = head.load()
+            assert cls.__name__ == head.name and cls.config_class.model_type == head.model_type, head
+        assert spec.model_class is spec.heads[0].load()
 
 
 @pytest.mark.parametrize(

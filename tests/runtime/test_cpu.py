@@ -76,12 +76,13 @@ def test_loading_elsewhere_warns_once_and_strict_refuses(int8_bundles, tmp_path,
     other = AVX2 if here.numerics == "exact-int32" else VNNI
     monkeypatch.setenv("SER_CPUINFO", str(_cpuinfo(tmp_path, other, "other")))
     caplog.set_level(logging.WARNING, logger="ser")
-    with EmotionRecognizer.load(int8_bundles["vnni"].path, device="cpu") as recognizer:
+    with EmotionRecognizer.load(int8_bundles["vnni"].path, backend="onnxruntime-cpu") as recognizer:
         assert recognizer.cpu_warning is not None and "its answers can differ" in recognizer.cpu_warning
     assert caplog.text.count("its answers can differ") == 1
     with pytest.raises(BundleError, match="its accuracy gate ran on"):
-        EmotionRecognizer.load(int8_bundles["vnni"].path, device="cpu", strict_cpu=True)
-    with EmotionRecognizer.load(int8_bundles["portable"].path, device="cpu", strict_cpu=True) as recognizer:
+        EmotionRecognizer.load(int8_bundles["vnni"].path, backend="onnxruntime-cpu", strict_cpu=True)
+    portable = int8_bundles["portable"].path
+    with EmotionRecognizer.load(portable, backend="onnxruntime-cpu", strict_cpu=True) as recognizer:
         assert recognizer.cpu_warning is None  # 7-bit weights: the same answers on either kind of CPU
 
 

@@ -19,9 +19,12 @@ SCRIPT = textwrap.dedent(
     from ser.runtime import EmotionRecognizer
     import ser.cli.infer  # the ser-infer entry point too
     import ser.cli.serve, ser.serve  # and the HTTP service, which embeds only the runtime
-    import ser.training.data, ser.training.metrics  # ser-data check runs without torch too
+    import ser.data.corpus, ser.data.synth, ser.data.signals, ser.metrics  # ser-data runs without torch too
+    import ser.models.registry, ser.cli  # the registry is data: every command's --help comes without torch
 
-    p = EmotionRecognizer.load(sys.argv[1]).predict(sys.argv[2])
+    import ser
+    p = ser.load(sys.argv[1]).predict(sys.argv[2])  # the public face, as a service would use it
+    assert EmotionRecognizer.load(sys.argv[1]).predict(sys.argv[2]) == p
     loaded = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
     assert not loaded, loaded
     print(p.label)

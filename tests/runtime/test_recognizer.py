@@ -79,7 +79,7 @@ def test_cuda_without_a_gpu_says_why(tiny_bundle):
     if problem is None:
         pytest.skip("ONNX Runtime runs on CUDA here")
     with pytest.raises(BackendError, match=f"onnxruntime-cuda: {re.escape(problem)}"):
-        EmotionRecognizer.load(tiny_bundle("wavlm"), device="cuda")
+        EmotionRecognizer.load(tiny_bundle("wavlm"), backend="onnxruntime-cuda")
 
 
 def test_timeline_windows_are_the_clips_own_predictions(recognizer):
@@ -107,7 +107,7 @@ def test_a_manifest_whose_labels_are_not_the_graphs_is_refused_at_load(tiny_bund
     manifest["outputs"][0]["shape"] = ["batch", 3]
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"logits of shape \[1, 7\] for one clip, but the manifest lists 3 labels"):
-        EmotionRecognizer.load(copy, device="cpu")
+        EmotionRecognizer.load(copy, backend="onnxruntime-cpu")
 
 
 def test_predictions_name_their_canonical_emotion(recognizer):
@@ -189,7 +189,7 @@ def test_external_data_outside_the_bundle_is_a_bundle_error(tiny_bundle, tmp_pat
     manifest["files"]["model.onnx"] = hashlib.sha256((copy / "model.onnx").read_bytes()).hexdigest()
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"model\.onnx: the runtime cannot load it"):
-        EmotionRecognizer.load(copy, device="cpu")
+        EmotionRecognizer.load(copy, backend="onnxruntime-cpu")
     script = Path(sys.executable).parent / "ser-infer"
     clip = tmp_path / "a.wav"
     sf.write(clip, np.zeros(8000, np.float32), 16_000)

@@ -89,7 +89,7 @@ def test_backend_matches_onnxruntime_across_profiles_and_threads(tmp_path, tiny_
 
 def test_auto_takes_tensorrt_only_where_it_runs_and_explicit_choices_are_kept(tiny_bundle):
     from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices, device_problem
-    from ser.runtime.recognizer import open_backend
+    from ser.runtime.recognizer import BACKENDS, backend_problem, open_backend
 
     bundle = Bundle.load(tiny_bundle("wavlm"))
     with_plan = Bundle(bundle.path, replace(bundle.manifest, engines=(engine(profiles=[]),)))
@@ -98,11 +98,15 @@ def test_auto_takes_tensorrt_only_where_it_runs_and_explicit_choices_are_kept(ti
         assert isinstance(auto, OnnxRuntimeBackend)
         assert auto.device == ("cuda" if "cuda" in available_devices() else "cpu")
     assert isinstance(open_backend(bundle, "tensorrt"), TensorRTBackend)
-    assert open_backend(bundle, "auto", "cpu").name == "onnxruntime-cpu"
-    provider = open_backend(bundle, "onnxruntime", "tensorrt")
+    assert open_backend(with_plan, "onnxruntime-cpu").name == "onnxruntime-cpu", "a named backend is what runs"
+    provider = open_backend(bundle, "onnxruntime-tensorrt")
     assert provider.name == "onnxruntime-tensorrt"
     if (problem := device_problem("tensorrt")) is not None:
+        assert backend_problem("onnxruntime-tensorrt") == problem  # the one check, the same reason
         with pytest.raises(BackendError, match=re.escape(problem)):
             provider.activate()
-    with pytest.raises(BackendError, match="unknown device 'tpu'"):
-        open_backend(bundle, "auto", "tpu")
+    if (reason := unavailable_reason()) is not None:
+        assert backend_problem("tensorrt") == reason
+    with pytest.raises(BackendError, match="unknown backend 'tpu'"):
+        open_backend(bundle, "tpu")
+    assert backend_problem("onnxruntime") == f"unknown backend 'onnxruntime'; choose one of {', '.join(BACKENDS)}"

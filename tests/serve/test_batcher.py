@@ -35,6 +35,32 @@ def test_groups_concurrent_requests_up_to_max_batch():
     assert sum(sizes) == 10 and max(sizes) == 4 and len(sizes) == 3
 
 
+def test_the_queue_depth_is_reported_as_it_changes():
+    # Ten clips join one by one (depth 1..10 while the model is busy), then leave a batch at a time.
+    depths, release = [], threading.Event()
+
+    def slow(clips):
+        release.wait(5)
+        return _sums(clips)
+
+    batcher = MicroBatcher(slow, max_batch=4, max_wait_s=0.01, on_depth=depths.append)
+    clips = [np.full(10, i, dtype=np.float32) for i in range(10)]
+
+    async def body():
+        first = asyncio.ensure_future(batcher.submit(clips[0]))
+        await asyncio.sleep(0.1)  # its batch is running and blocked
+        rest = [asyncio.ensure_future(batcher.submit(c)) for c in clips[1:]]
+        await asyncio.sleep(0)
+        live = depths[-1]
+        release.set()
+        await asyncio.gather(first, *rest)
+        return live
+
+    live = asyncio.run(_with_batcher(batcher, body))
+    assert live == 9, depths  # all nine waiting, counted as they joined (not when a request arrived)
+    assert depths[-1] == 0 and max(depths) == 9
+
+
 def test_a_bad_clip_fails_only_its_own_request():
     batcher = MicroBatcher(_sums, max_batch=8, max_wait_s=0.05)
     clips = [np.ones(4, dtype=np.float32), np.array([np.nan], dtype=np.float32), np.full(4, 2, dtype=np.float32)]

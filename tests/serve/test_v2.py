@@ -45,7 +45,7 @@ def _client(client) -> "httpclient.InferenceServerClient":
 def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle):
     files = [_wav(1.0, 1), _wav(0.6, 2)]
     clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
-    with EmotionRecognizer.load(tiny_bundle("wavlm"), device="cpu") as recognizer:
+    with EmotionRecognizer.load(tiny_bundle("wavlm"), backend="onnxruntime-cpu") as recognizer:
         expected_files = [recognizer.predict(f) for f in files]
         expected_clips = recognizer.classify(clips)
         labels = list(recognizer.labels)

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from ser.data.corpus import Split
 from ser.labels import LABELS
 from ser.models import load_model
-from ser.training.data import Split
 from ser.training.loop import TrainError, TrainOptions, evaluate, train
 
 FAST = dict(size="tiny", batch_size=8, augment=None, workers=0, max_seconds=2.0)
@@ -38,6 +38,15 @@ def test_short_run_writes_a_loadable_checkpoint_and_test_metrics(synth_corpus, t
     assert saved["accuracy"] == pytest.approx(again.accuracy) == pytest.approx(result.test.accuracy)
     assert saved["confusion"] == [list(row) for row in again.confusion]
     assert sum(map(sum, saved["confusion"])) == 7
+
+
+def test_a_split_without_test_clips_reports_validation_as_validation(synth_corpus, tmp_path, caplog):
+    options = TrainOptions("resnet18", synth_corpus, tmp_path / "run", epochs=1, test_fraction=0.0, **FAST)
+    with caplog.at_level("INFO", logger="ser.training.loop"):
+        result = train(options, show_progress=False)
+    assert result.test is None and result.held_out == ("validation", result.validation)
+    assert any(r.getMessage().startswith("validation split (7 clips)") for r in caplog.records)
+    assert not any(r.getMessage().startswith("test split") for r in caplog.records)
 
 
 def test_early_stopping_when_validation_stops_improving(synth_corpus, tmp_path):

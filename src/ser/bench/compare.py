@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ser.bench.measure import median_ratio
 from ser.bench.report import JSON_NAME
+from ser.bench.results import Case, ConfigResult, Results
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Change:
     agreement_after: float | None
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
+def load_results(path: str | Path) -> Results:
     path = Path(path)
     if path.is_dir():
         path = path / JSON_NAME
@@ -44,18 +44,21 @@ def load_results(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a results.json ({error})") from None
     if not isinstance(results, dict) or "configs" not in results:
         raise ValueError(f"{path}: not a ser-bench results.json (no 'configs')")
-    return results
+    try:
+        return Results.from_json(results)
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"{path}: not a results.json of this ser-bench ({type(error).__name__}: {error})") from None
 
 
-def compare(before: dict[str, Any], after: dict[str, Any], threshold: float = 0.05) -> list[Change]:
-    def cases(results: dict[str, Any]) -> dict[tuple[str, int, float], tuple[dict, dict]]:
-        return {(r["key"], c["batch"], c["seconds"]): (r, c) for r in results["configs"] for c in r["cases"]}
+def compare(before: Results, after: Results, threshold: float = 0.05) -> list[Change]:
+    def cases(results: Results) -> dict[tuple[str, int, float], tuple[ConfigResult, Case]]:
+        return {(r.key, c.batch, c.seconds): (r, c) for r in results.configs for c in r.cases}
 
     old, new = cases(before), cases(after)
     changes = []
     for key in old.keys() & new.keys():
         (record_a, case_a), (record_b, case_b) = old[key], new[key]
-        ratio, low, high = median_ratio(case_a["samples_s"], case_b["samples_s"])
+        ratio, low, high = median_ratio(case_a.samples_s, case_b.samples_s)
         verdict = "same"
         if low > 1 and ratio > 1 + threshold:
             verdict = "slower"
@@ -64,14 +67,14 @@ def compare(before: dict[str, Any], after: dict[str, Any], threshold: float = 0.
         changes.append(
             Change(
                 *key,
-                before_ms=case_a["p50_ms"],
-                after_ms=case_b["p50_ms"],
+                before_ms=case_a.p50_ms,
+                after_ms=case_b.p50_ms,
                 ratio=ratio,
                 low=low,
                 high=high,
                 verdict=verdict,
-                agreement_before=record_a.get("agreement", {}).get("top1_agreement"),
-                agreement_after=record_b.get("agreement", {}).get("top1_agreement"),
+                agreement_before=record_a.agreement.top1_agreement if record_a.agreement else None,
+                agreement_after=record_b.agreement.top1_agreement if record_b.agreement else None,
             )
         )
     return sorted(changes, key=lambda c: (c.key, c.batch, c.seconds))
@@ -103,8 +106,8 @@ def print_changes(changes: list[Change], only_a: list[str], only_b: list[str], c
             console.print(f"{label}: {', '.join(keys)}")
 
 
-def unmatched(before: dict[str, Any], after: dict[str, Any]) -> tuple[list[str], list[str]]:
+def unmatched(before: Results, after: Results) -> tuple[list[str], list[str]]:
     """Configurations timed in only one of the two runs."""
-    a = {r["key"] for r in before["configs"] if r["cases"]}
-    b = {r["key"] for r in after["configs"] if r["cases"]}
+    a = {r.key for r in before.configs if r.cases}
+    b = {r.key for r in after.configs if r.cases}
     return sorted(a - b), sorted(b - a)

@@ -1,5 +1,6 @@
-"""The numbers a benchmark reports, from raw samples: latency percentiles, agreement with the reference,
-and the noise bounds that tell a real change between two runs from machine jitter."""
+"""The numbers a benchmark reports, from raw samples: latency percentiles and throughput, and the noise
+bounds that tell a real change between two runs from machine jitter. Agreement with the reference is
+`ser.metrics.Agreement`, the comparison export validation and the INT8 gate report too."""
 
 from __future__ import annotations
 
@@ -29,19 +30,6 @@ def throughput(batch: int, seconds: float, mean_ms: float) -> dict[str, float]:
     """Clips per second and seconds of audio per second (the inverse real-time factor)."""
     calls_per_s = 1000 / mean_ms
     return {"clips_per_s": batch * calls_per_s, "audio_x": batch * seconds * calls_per_s}
-
-
-def agreement(reference: np.ndarray, logits: np.ndarray) -> dict[str, float]:
-    """Top-1 agreement and absolute logit error of `logits` against the reference's, clip by clip."""
-    reference, logits = np.asarray(reference, dtype=np.float64), np.asarray(logits, dtype=np.float64)
-    if reference.shape != logits.shape or reference.ndim != 2 or len(reference) == 0:
-        raise ValueError(f"need two equal, non-empty [clips, labels] arrays, got {reference.shape} and {logits.shape}")
-    error = np.abs(reference - logits)
-    return {
-        "top1_agreement": float((reference.argmax(axis=1) == logits.argmax(axis=1)).mean()),
-        "max_abs_logit_error": float(error.max()),
-        "mean_abs_logit_error": float(error.mean()),
-    }
 
 
 def median_ratio(

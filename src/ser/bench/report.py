@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ser.bench.results import Results
 from ser.staging import write_atomic
 
 JSON_NAME, CSV_NAME, REPORT_NAME = "results.json", "results.csv", "report.md"
@@ -20,34 +21,36 @@ ROW_FIELDS = (
 )  # fmt: skip
 
 
-def rows(results: dict[str, Any]) -> list[dict[str, Any]]:
+def rows(results: Results) -> list[dict[str, Any]]:
     """One flat row per configuration and case (a failed configuration with no case: one row, its error)."""
     table = []
-    for record in results["configs"]:
+    for config in results.configs:
+        agreement = config.agreement.to_dict() if config.agreement else {}
         common = {
-            "model": record["model_key"],
-            "backend": record["backend"],
-            "precision": record["precision"],
-            "threads": record["threads"],
-            "device": record["device"],
-            "cold_start_s": record.get("cold", {}).get("cold_start_s"),
-            "peak_rss_mib": record.get("memory", {}).get("peak_rss_mib"),
-            "gpu_mib": record.get("memory", {}).get("gpu_mib"),
-            "bytes": record.get("bytes"),
-            **{k: record.get("accuracy", {}).get(k) for k in ("accuracy", "macro_f1")},
-            **record.get("agreement", {}),
-            "error": record["error"],
+            "model": config.model_key,
+            "backend": config.backend,
+            "precision": config.precision,
+            "threads": config.threads,
+            "device": config.device,
+            "cold_start_s": config.cold.cold_start_s if config.cold else None,
+            "peak_rss_mib": config.memory.peak_rss_mib if config.memory else None,
+            "gpu_mib": config.memory.gpu_mib if config.memory else None,
+            "bytes": config.bytes,
+            "accuracy": config.accuracy.accuracy if config.accuracy else None,
+            "macro_f1": config.accuracy.macro_f1 if config.accuracy else None,
+            **{key: agreement.get(key) for key in ("top1_agreement", "max_abs_logit_error", "mean_abs_logit_error")},
+            "error": config.error,
         }
-        cases = record["cases"] or [{}]
+        cases = [case.to_json() for case in config.cases] or [{}]
         for case in cases:
             table.append({field: {**common, **case}.get(field) for field in ROW_FIELDS})
     return table
 
 
-def write_outputs(results: dict[str, Any], out: Path) -> None:
+def write_outputs(results: Results, out: Path) -> None:
     from ser.bench.plots import write_plots
 
-    write_atomic(out / JSON_NAME, json.dumps(results, indent=1))
+    write_atomic(out / JSON_NAME, json.dumps(results.to_json(), indent=1))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS)
     writer.writeheader()
@@ -80,20 +83,20 @@ def machine_line(env: dict[str, Any]) -> str:
     )
 
 
-def clip_line(clips: list[dict[str, Any]]) -> str:
+def clip_line(clips: tuple[dict[str, Any], ...]) -> str:
     if clips and all(c["label"] is not None for c in clips):
         return f"{len(clips)} labelled clips for accuracy and agreement"
     return f"{len(clips)} synthetic clips for agreement (the suite has no labelled data)"
 
 
-def markdown(results: dict[str, Any], plots: list[Path]) -> str:
-    suite, env, timing = results["suite"], results["environment"], results["suite"]["timing"]
+def markdown(results: Results, plots: list[Path]) -> str:
+    suite, env, timing = results.suite, results.environment, results.suite["timing"]
     lines = [f"# Benchmark `{suite['name']}`", ""]
     if suite["description"]:
         lines += [suite["description"], ""]
     lines += [
         f"- **Machine**: {machine_line(env)}",
-        f"- **Run**: {results['started']}, {results['wall_s'] / 60:.1f} min; {clip_line(results['clips'])}.",
+        f"- **Run**: {results.started}, {results.wall_s / 60:.1f} min; {clip_line(results.clips)}.",
         f"- **Method**: each configuration in its own process; {timing['warmup']} warm-up calls, then interleaved "
         f"rounds until {timing['min_runs']} runs and {timing['seconds']:g} s per case (at most {timing['max_runs']}). "
         "Speed-up and agreement are against PyTorch eager FP32 with the same threads, batch and clip length.",
@@ -122,43 +125,42 @@ def markdown(results: dict[str, Any], plots: list[Path]) -> str:
     header = ["model", "backend", "precision", "threads", "accuracy", "macro-F1", "agreement", "max Δlogit",
               "mean Δlogit", "cold start s", "peak RSS MiB", "GPU MiB", "size MB"]  # fmt: skip
     body = []
-    for record in results["configs"]:
-        acc, agree = record.get("accuracy", {}), record.get("agreement", {})
-        memory = record.get("memory", {})
+    for c in results.configs:
+        acc, agree, memory, cold = c.accuracy, c.agreement, c.memory, c.cold
         body.append(
-            [record["model_key"], record["backend"], record["precision"], str(record["threads"]),
-             _fmt(acc.get("accuracy"), 3), _fmt(acc.get("macro_f1"), 3),
-             f"{100 * agree['top1_agreement']:.1f} %" if agree else "–",
-             _fmt(agree.get("max_abs_logit_error"), 4), _fmt(agree.get("mean_abs_logit_error"), 4),
-             _fmt(record.get("cold", {}).get("cold_start_s"), 2), _fmt(memory.get("peak_rss_mib"), 0),
-             _fmt(memory.get("gpu_mib"), 0), _fmt(record["bytes"] / 1e6 if record.get("bytes") else None)]
+            [c.model_key, c.backend, c.precision, str(c.threads),
+             _fmt(acc.accuracy if acc else None, 3), _fmt(acc.macro_f1 if acc else None, 3),
+             f"{100 * agree.top1_agreement:.1f} %" if agree else "–",
+             _fmt(agree.max_abs_logit_error if agree else None, 4),
+             _fmt(agree.mean_abs_logit_error if agree else None, 4),
+             _fmt(cold.cold_start_s if cold else None, 2), _fmt(memory.peak_rss_mib if memory else None, 0),
+             _fmt(memory.gpu_mib if memory else None, 0), _fmt(c.bytes / 1e6 if c.bytes else None)]
         )  # fmt: skip
     lines += _table(header, body)
-    scored = [r for r in results["configs"] if "accuracy" in r]
+    scored = [c for c in results.configs if c.accuracy is not None]
     if scored:
-        labels = list(scored[0]["accuracy"]["f1"])
+        labels = list(scored[0].accuracy.f1)  # type: ignore[union-attr]
         lines += ["", "### F1 per class", ""]
         body = [
-            [r["model_key"], r["backend"], r["precision"]]
-            + [_fmt(r["accuracy"]["f1"].get(label), 2) for label in labels]
-            for r in scored
+            [c.model_key, c.backend, c.precision] + [_fmt(c.accuracy.f1.get(label), 2) for label in labels]  # type: ignore[union-attr]
+            for c in scored
         ]
         lines += _table(["model", "backend", "precision", *labels], body)
-    failed = [r for r in results["configs"] if r["error"]]
+    failed = [c for c in results.configs if c.error]
     if failed:
         lines += ["", "## Failed configurations", ""]
-        lines += [f"- `{r['key']}`: {r['error']}" for r in failed]
+        lines += [f"- `{c.key}`: {c.error}" for c in failed]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
-def print_table(results: dict[str, Any], console=None) -> None:
+def print_table(results: Results, console=None) -> None:
     """The run's rows as a rich table in the terminal."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ser-bench {results['suite']['name']}", show_lines=False)
+    table = Table(title=f"ser-bench {results.suite['name']}", show_lines=False)
     for column in ("model", "backend", "precision", "t", "batch", "clip s", "p50 ms", "p99 ms", "audio ×",
                    "speed-up", "agree", "acc"):  # fmt: skip
         table.add_column(column, justify="left" if column in ("model", "backend", "precision") else "right")
@@ -177,6 +179,6 @@ def print_table(results: dict[str, Any], console=None) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 150)  # a log file: do not squeeze the columns to 80
     console.print(table)
-    for record in results["configs"]:
-        if record["error"]:
-            console.print(f"[red]{record['key']}[/red]: {record['error']}")
+    for config in results.configs:
+        if config.error:
+            console.print(f"[red]{config.key}[/red]: {config.error}")

@@ -21,17 +21,17 @@ import sys
 import tempfile
 import time
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ser.bench.environment import environment
-from ser.bench.measure import agreement, latency_summary, throughput
+from ser.bench.results import Accuracy, Case, Cold, ConfigResult, Memory, Results, speedups
 from ser.bench.suite import Config, ModelEntry, Suite
+from ser.metrics import Agreement, classification_metrics
 from ser.staging import StagedFolder
-from ser.training.metrics import classification_metrics
 
 if TYPE_CHECKING:
     from ser.export import FloatGraphs
@@ -106,7 +106,8 @@ def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
     if suite.data is None:
         import soundfile as sf
 
-        from ser.audio import SAMPLE_RATE, synthetic_voice
+        from ser.audio import SAMPLE_RATE
+        from ser.data.signals import synthetic_voice
 
         (work / "clips").mkdir()
         clips = []
@@ -115,7 +116,7 @@ def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
             sf.write(path, synthetic_voice(SAMPLE_RATE * (1 + index % 4), seed=1000 + index), SAMPLE_RATE)
             clips.append({"path": str(path), "label": None})
         return clips
-    from ser.training.data import Corpus, Split
+    from ser.data.corpus import Corpus, Split
 
     data = suite.data
     labelled = Split.load(data.split, data.path).test if data.split else Corpus.from_path(data.path).clips
@@ -131,25 +132,23 @@ def slug(text: str) -> str:
 
 
 def unavailable(config: Config) -> str | None:
-    """Why `config`'s backend cannot run on this machine, found before anything is exported for it."""
+    """Why `config`'s backend cannot run on this machine, found before anything is exported for it: the
+    runtime's own check for the runtime's backends."""
     if config.backend.startswith("pytorch"):
         import torch
 
         if config.device == "cuda" and not torch.cuda.is_available():
             return "backend unavailable here: torch sees no CUDA device"
         return None
-    if config.backend in ("tensorrt", "openvino"):
-        if config.backend == "tensorrt":
-            from ser.runtime.tensorrt import unavailable_reason
-        else:
-            from ser.bench.peers import unavailable_reason
+    if config.backend == "openvino":
+        from ser.bench.peers import unavailable_reason
 
         reason = unavailable_reason()
-        return f"backend unavailable here: {reason}" if reason else None
-    from ser.runtime.onnxrt import device_problem
+    else:
+        from ser.runtime.recognizer import backend_problem
 
-    problem = device_problem(config.device)
-    return f"backend unavailable here: {problem}" if problem else None
+        reason = backend_problem(config.backend)
+    return f"backend unavailable here: {reason}" if reason else None
 
 
 def export_for(
@@ -221,7 +220,7 @@ class SuiteRun:
         self.clips = eval_clips(suite, work)
         self.task = None
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> Results:
         started = time.time()
         configs = self.suite.configs()
         if self.progress is not None:
@@ -230,15 +229,14 @@ class SuiteRun:
         records = []
         for model in self.suite.models:
             records += self._run_model(model, [c for c in configs if c.model == model])
-        score(records, self.clips)
-        return {
-            "suite": _suite_record(self.suite),
-            "environment": environment(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
-            "wall_s": time.time() - started,
-            "clips": self.clips,
-            "configs": records,
-        }
+        return Results(
+            suite=_suite_record(self.suite),
+            environment=environment(),
+            started=time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)),
+            wall_s=time.time() - started,
+            clips=tuple(self.clips),
+            configs=tuple(score(records, self.clips)),
+        )
 
     def _advance(self, description: str, steps: int = 1) -> None:
         if self.progress is not None:
@@ -346,32 +344,42 @@ class SuiteRun:
         self._advance(f"batch {batch} × {seconds:g} s: {rounds} rounds", len(samples))
 
 
-def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> None:
-    """Fill in each record's latency summaries, speed-up over its reference, accuracy against the labels
-    and agreement with the reference (the PyTorch eager FP32 record of the same model and threads)."""
-    references = {(r["model_key"], r["threads"]): r for r in records if r["reference"]}
-    for record in records:
-        reference = references.get((record["model_key"], record["threads"]))
-        ref_cases = {(c["batch"], c["seconds"]): c for c in (reference or {}).get("cases", [])}
-        for case in record["cases"]:
-            case |= latency_summary(case["samples_s"])
-            case |= throughput(case["batch"], case["seconds"], case["mean_ms"])
-            ref = ref_cases.get((case["batch"], case["seconds"]))
-            ref_p50 = np.median(ref["samples_s"]) if ref else None
-            case["speedup"] = float(ref_p50 / np.median(case["samples_s"])) if ref_p50 else None
-        if record.get("cold"):
-            record["cold"]["cold_start_s"] = record["cold"]["load_s"] + record["cold"]["first_s"]
-        if "logits" not in record:
+def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> list[ConfigResult]:
+    """The run's records (what each worker reported) as typed results: every case's speed-up over its
+    reference (the PyTorch eager FP32 record of the same model and threads), accuracy against the labels
+    and agreement with the reference's logits."""
+    configs = speedups([_typed(record) for record in records])
+    references = {(c.model_key, c.threads): c for c in configs if c.reference}
+    scored = []
+    for config in configs:
+        if config.logits is None:
+            scored.append(config)
             continue
-        labels = tuple(record["labels"])
-        logits = np.asarray(record["logits"])
-        if all(c["label"] is not None for c in clips):
-            truth = [labels.index(c["label"]) for c in clips]
+        labels, logits = config.labels, np.asarray(config.logits)
+        accuracy = agreement = None
+        if clips and all(c["label"] is not None for c in clips):
+            truth = [labels.index(c["label"]) for c in clips]  # type: ignore[arg-type]
             metrics = classification_metrics(truth, logits.argmax(axis=1), labels)
-            record["accuracy"] = {"accuracy": metrics.accuracy, "macro_f1": metrics.macro_f1, "f1": metrics.f1}
-        if reference is not None and "logits" in reference:
-            order = [list(reference["labels"]).index(label) for label in labels]
-            record["agreement"] = agreement(np.asarray(reference["logits"])[:, order], logits)
+            accuracy = Accuracy(metrics.accuracy, metrics.macro_f1, metrics.f1)
+        reference = references.get((config.model_key, config.threads))
+        if reference is not None and reference.logits is not None:
+            order = [reference.labels.index(label) for label in labels]
+            agreement = Agreement.of(np.asarray(reference.logits)[:, order], logits)
+        scored.append(replace(config, accuracy=accuracy, agreement=agreement))
+    return scored
+
+
+def _typed(record: dict[str, Any]) -> ConfigResult:
+    """One worker's record as a ConfigResult: an unknown or renamed key is a TypeError here, not a blank column."""
+    cold, memory, logits = record.pop("cold", None), record.pop("memory", None), record.pop("logits", None)
+    return ConfigResult(
+        **{key: value for key, value in record.items() if key not in ("cases", "labels")},
+        cases=tuple(Case(c["batch"], c["seconds"], tuple(c["samples_s"])) for c in record["cases"]),
+        labels=tuple(record.get("labels", ())),
+        logits=None if logits is None else tuple(tuple(row) for row in logits),
+        cold=None if cold is None else Cold(**cold),
+        memory=None if memory is None else Memory(**memory),
+    )
 
 
 def _config_record(config: Config) -> dict[str, Any]:
@@ -397,7 +405,7 @@ def _suite_record(suite: Suite) -> dict[str, Any]:
     return record
 
 
-def run_suite(suite: Suite, out: str | Path, overwrite: bool = False, progress=None) -> dict[str, Any]:
+def run_suite(suite: Suite, out: str | Path, overwrite: bool = False, progress=None) -> Results:
     """Run `suite` and write results.json, results.csv, report.md and the plots into the folder `out`
     (staged: an interrupted run leaves no half-written folder behind)."""
     from ser.bench.report import write_outputs
@@ -411,14 +419,18 @@ def run_suite(suite: Suite, out: str | Path, overwrite: bool = False, progress=N
     return results
 
 
-def _relative_paths(results: dict[str, Any], root: Path) -> dict[str, Any]:
+def _relative_paths(results: Results, root: Path) -> Results:
     """Paths inside the results folder (bundles, synthetic clips) made relative to it, so they stay true
     after the staging folder is renamed into place."""
-    for record in results["configs"]:
-        export = record.get("export", {})
-        if "bundle" in export:
-            export["bundle"] = os.path.relpath(export["bundle"], root)
-    for clip in results["clips"]:
-        if Path(clip["path"]).is_relative_to(root):
-            clip["path"] = os.path.relpath(clip["path"], root)
-    return results
+
+    def inside(path: str) -> str:
+        return os.path.relpath(path, root) if Path(path).is_relative_to(root) else path
+
+    configs = tuple(
+        replace(c, export={**c.export, "bundle": os.path.relpath(c.export["bundle"], root)})
+        if c.export and "bundle" in c.export
+        else c
+        for c in results.configs
+    )
+    clips = tuple({**clip, "path": inside(str(clip["path"]))} for clip in results.clips)
+    return replace(results, configs=configs, clips=clips)

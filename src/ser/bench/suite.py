@@ -16,7 +16,8 @@ import yaml
 from ser.models.checkpoint import CheckpointError, detect
 from ser.models.registry import REGISTRY
 
-# backend name → (precisions it runs, the device it runs on; None: the suite's `device`)
+# backend name → (precisions it runs, the device it runs on; None: the suite's `device`). The ONNX Runtime and
+# TensorRT names are the runtime's own (ser.runtime.recognizer.BACKENDS); a test keeps them equal.
 BACKENDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "pytorch-eager": (("fp32", "fp16", "int8-dynamic"), None),  # int8-dynamic: quantize_dynamic, CPU only
     "pytorch-compile": (("fp32", "fp16"), None),

@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from ser.audio import SAMPLE_RATE, load_audio, synthetic_voice
+from ser.audio import SAMPLE_RATE, load_audio
+from ser.data.signals import synthetic_voice
 from ser.runtime.base import Backend
 
 # ONNX Runtime's pool threads spin for a while after a run; on a machine with few cores, a session
@@ -56,11 +57,10 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     from ser.runtime.recognizer import open_backend
 
     bundle = Bundle.load(spec["bundle"])
+    backend = open_backend(bundle, spec["backend"], threads=spec["threads"])  # the runtime's own names
     if spec["backend"] == "tensorrt":
-        backend = open_backend(bundle, "tensorrt")
         size = sum((bundle.path / engine["file"]).stat().st_size for engine in bundle.manifest.engines)
     else:
-        backend = open_backend(bundle, "onnxruntime", device=spec["device"], threads=spec["threads"])
         size = bundle.onnx_path.stat().st_size
     return backend, bundle.manifest.labels, size
 
@@ -128,13 +128,8 @@ class Session:
             start = time.perf_counter()
             self.backend.infer(feeds)
             return {"s": time.perf_counter() - start}
-        if command == "logits":
-            logits = []
-            for path in message["clips"]:
-                audio = load_audio(path)  # any rate: resampled to 16 kHz
-                feeds = {"audio": audio[None], "lengths": np.array([len(audio)], dtype=np.int64)}
-                logits.append(self.backend.infer(feeds)["logits"][0].tolist())
-            return {"logits": logits}
+        if command == "logits":  # each clip alone, as the reference runs them (any rate: resampled to 16 kHz)
+            return {"logits": self.backend.logits_each([load_audio(path) for path in message["clips"]]).tolist()}
         if command == "memory":
             return {
                 "peak_rss_mib": peak_rss_mib(),

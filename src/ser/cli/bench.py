@@ -47,8 +47,8 @@ def run_command(suite: Path, out: Path, overwrite: bool) -> None:
     with Progress(*columns, console=console, transient=True) as progress:
         results = run_suite(loaded, out, overwrite=overwrite, progress=progress)
     print_table(results)
-    failed = sum(1 for r in results["configs"] if r["error"])
-    click.echo(f"{out / REPORT_NAME} ({len(results['configs'])} configurations, {failed} failed)")
+    failed = sum(1 for config in results.configs if config.error)
+    click.echo(f"{out / REPORT_NAME} ({len(results.configs)} configurations, {failed} failed)")
 
 
 @bench_command.command("compare")

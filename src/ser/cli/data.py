@@ -24,7 +24,7 @@ def check_command(data: Path, as_json: bool) -> None:
     from rich.progress import track
     from rich.table import Table
 
-    from ser.training.data import Corpus, DataError, check_corpus
+    from ser.data.corpus import Corpus, DataError, check_corpus
 
     console = Console(stderr=True)
     try:
@@ -69,8 +69,8 @@ def synth_command(out: Path, per_class: int, seed: int, overwrite: bool) -> None
     from rich.progress import Progress
 
     from ser.cli import stop_on_sigterm
+    from ser.data.synth import SynthError, synthesize_corpus
     from ser.labels import LABELS
-    from ser.training.synth import SynthError, synthesize_corpus
 
     stop_on_sigterm()
     try:

@@ -25,8 +25,8 @@ def eval_command(run_dir: Path, data: Path, out: Path, split: str, batch_size: i
     """Accuracy, per-class precision/recall/F1, macro and weighted F1 and the confusion matrix of the
     checkpoint in RUN_DIR on --data."""
     from ser.cli import setup_logging, stop_on_sigterm
+    from ser.data.corpus import Corpus, DataError, Split, drop_unreadable
     from ser.models import CheckpointError, load_model
-    from ser.training.data import Corpus, DataError, Split, drop_unreadable
     from ser.training.loop import TrainError, evaluate, resolve_device, write_metrics
 
     setup_logging()

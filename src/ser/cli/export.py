@@ -6,16 +6,14 @@ import sys
 
 import click
 
-# The registry's names, listed here so `--help` works without importing torch (a test keeps them equal).
-MODEL_NAMES = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "resnet18")
-SIZES = ("tiny", "base", "large")
+from ser.models.registry import REGISTRY, SIZES  # data: no torch for `--help`
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--model",
     "model",
-    type=click.Choice(MODEL_NAMES),
+    type=click.Choice(tuple(REGISTRY)),
     default=None,
     help="Model family. Default: what the checkpoint's config.json says (which also decides the head class); "
     "given with a checkpoint, it must agree. Needed with --random-init and for the default runs/<model>.",
@@ -191,13 +189,13 @@ def export_command(
     manifest, optimised, optionally FP16 or INT8, and validated against PyTorch with ONNX Runtime.
     Fails, writing nothing, above the tolerance or below the INT8 accuracy gate."""
     from ser.cli import setup_logging, stop_on_sigterm
+    from ser.data.corpus import DataError
     from ser.export import ExportGateError, ExportOptions, ExportToleranceError, Gate, Int8Options, export_bundle
     from ser.export.exporter import TensorRTOptions
     from ser.export.tensorrt import TensorRTError
     from ser.export.triton import TritonOptions, write_triton_repository
     from ser.models import CheckpointError
     from ser.models.checkpoint import detect
-    from ser.training.data import DataError
 
     setup_logging(verbose=not quiet)
     stop_on_sigterm()
@@ -215,7 +213,7 @@ def export_command(
             tolerance=tolerance,
             optimize=not trt if optimize is None else optimize,
             fp16=fp16,
-            int8=Int8Options(int8, calibration_method, symmetric=trt, target=int8_target) if int8 else None,
+            int8=Int8Options(mode=int8, method=calibration_method, symmetric=trt, target=int8_target) if int8 else None,
             calibration_data=calibration_data,
             eval_data=eval_data,
             calibration_clips=calibration_clips,
@@ -226,7 +224,15 @@ def export_command(
                 max_fp32_fraction=max_fp32_fraction,
                 confidence=gate_confidence or None,
             ),
-            trt=TensorRTOptions(max_batch, min_seconds, opt_seconds, max_seconds, timing_cache) if trt else None,
+            trt=TensorRTOptions(
+                max_batch=max_batch,
+                min_seconds=min_seconds,
+                opt_seconds=opt_seconds,
+                max_seconds=max_seconds,
+                timing_cache=timing_cache,
+            )
+            if trt
+            else None,
         )
         triton_options = TritonOptions(
             backend=triton_backend, max_batch=triton_max_batch, gpu=triton_gpu, tensorrt=triton_tensorrt

@@ -10,7 +10,7 @@ import click
 from ser.audio import AudioError
 from ser.bundle import BundleError
 from ser.runtime.base import BackendError
-from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Prediction
+from ser.runtime.recognizer import BACKENDS, EmotionRecognizer, Prediction
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -22,16 +22,10 @@ from ser.runtime.recognizer import BACKENDS, DEVICES, EmotionRecognizer, Predict
     type=click.Choice(BACKENDS),
     default="auto",
     show_default=True,
-    help="auto: the bundle's TensorRT plan where it runs, else ONNX Runtime on --device; tensorrt: the plan "
-    "(ser-export --trt) or an error saying why not.",
-)
-@click.option(
-    "--device",
-    type=click.Choice(DEVICES),
-    default="auto",
-    show_default=True,
-    help="Where ONNX Runtime runs: auto (CUDA where its CUDA provider loads and a GPU is there, else the CPU), "
-    "cpu, cuda, or tensorrt (its TensorRT provider, engines cached beside the graph).",
+    help="auto: the bundle's TensorRT plan where it runs, else ONNX Runtime on CUDA where its CUDA provider loads "
+    "and a GPU is there, else on the CPU. onnxruntime-cpu|-cuda|-tensorrt: ONNX Runtime on that provider "
+    "(TensorRT's engines cached beside the graph); tensorrt: the bundle's plan (ser-export --trt). A named backend "
+    "runs as named or fails saying why.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option(
@@ -56,7 +50,6 @@ def infer_command(
     files: tuple[str, ...],
     as_json: bool,
     backend: str,
-    device: str,
     threads: int | None,
     batch_size: int,
     max_seconds: float,
@@ -72,9 +65,7 @@ def infer_command(
 
     setup_logging(verbose=False)  # warnings (an INT8 bundle from another kind of CPU) on stderr
     try:
-        recognizer = EmotionRecognizer.load(
-            bundle, backend=backend, device=device, threads=threads, strict_cpu=strict_cpu
-        )
+        recognizer = EmotionRecognizer.load(bundle, backend=backend, threads=threads, strict_cpu=strict_cpu)
     except (BundleError, BackendError) as e:
         click.echo(f"ser-infer: error: {e}", err=True)
         sys.exit(2)

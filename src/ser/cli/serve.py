@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ser.runtime.recognizer import BACKENDS, DEVICES
+from ser.runtime.recognizer import BACKENDS
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -23,7 +23,6 @@ from ser.runtime.recognizer import BACKENDS, DEVICES
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, each a model.")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per worker's model.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="As ser-infer's.")
-@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True, help="As ser-infer's.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=25.0, show_default=True)
 @click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="/v1/predict.")
 @click.option("--max-timeline-seconds", type=click.FloatRange(min=0.1), default=3600.0, show_default=True)
@@ -48,7 +47,6 @@ def serve_command(
     workers: int,
     threads: int | None,
     backend: str,
-    device: str,
     max_upload_mb: float,
     max_seconds: float,
     max_timeline_seconds: float,
@@ -92,7 +90,6 @@ def serve_command(
         max_connections=max_connections,
         strict_cpu=strict_cpu,
         backend=backend,
-        device=device,
         threads=threads,
     )
     server = dict(host=host, port=port, log_level=log_level, **server_options(keep_alive_s, max_connections))

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import click
 
-from ser.cli.export import MODEL_NAMES, SIZES
+from ser.models.registry import REGISTRY, SIZES
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--model",
-    type=click.Choice(MODEL_NAMES),
+    type=click.Choice(tuple(REGISTRY)),
     default=None,
     help="Model family to train. With --checkpoint: inferred from it (given, it must agree); a checkpoint with a "
     "classification head keeps its class, a headless encoder gets the family's head.",
@@ -80,10 +80,10 @@ def train_command(
     """Fine-tune MODEL on DATA. The best epoch (validation macro-F1) is saved in the run folder as a
     checkpoint that ser-export reads; test-split metrics go to metrics.json and confusion.png."""
     from ser.cli import setup_logging, stop_on_sigterm
+    from ser.data.corpus import DataError
     from ser.models import CheckpointError
     from ser.models.checkpoint import detect
     from ser.training.augment import AugmentOptions
-    from ser.training.data import DataError
     from ser.training.loop import TrainError, TrainOptions, train
 
     setup_logging(verbose=not quiet)
@@ -125,5 +125,5 @@ def train_command(
         sys.exit(1)
     click.echo(
         f"{result.out}: best epoch {result.best_epoch} of {result.epochs_run}"
-        f"{' (early stop)' if result.stopped_early else ''}; test {result.test.summary()}"
+        f"{' (early stop)' if result.stopped_early else ''}; {result.held_out[0]} {result.held_out[1].summary()}"
     )

@@ -20,8 +20,8 @@ import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.data.corpus import AUDIO_EXTENSIONS, Corpus, DataError
 from ser.labels import LABELS
-from ser.training.data import AUDIO_EXTENSIONS, Corpus, DataError
 
 log = logging.getLogger(__name__)
 

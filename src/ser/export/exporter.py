@@ -92,7 +92,7 @@ class ExportOptions:
         return "fp16" if self.fp16 else "fp32"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # wired by name: a reordered field cannot mis-wire a caller
 class TensorRTOptions:
     max_batch: int = 32
     min_seconds: float = 0.5
@@ -117,6 +117,10 @@ class FloatGraph:
     optimization: dict
     report: ValidationReport  # against ser's PyTorch wrapper, on padded batches
     original: ValidationReport  # against the checkpoint's own class, as its library runs it, clip by clip
+
+    @property
+    def name(self) -> str:
+        return self.loaded.spec.name
 
     @classmethod
     def export(cls, options: ExportOptions, work: Path) -> FloatGraph:
@@ -180,54 +184,13 @@ def export_bundle(
         assert writer.dir is not None
         work = Path(tmp)
         graph = graph or FloatGraph.export(options, work / "graph")
-        loaded, module, float_path, report = graph.loaded, graph.module, graph.path, graph.report
-        name = loaded.spec.name
-        inputs, outputs = graph_signature(len(loaded.labels))
-        final, quantization = float_path, {}
-        if options.fp16:
-            final = work / "fp16.onnx"
-            quantization = convert_fp16(float_path, final)
-            log.info("validating the FP16 graph against PyTorch")
-            fp16_tolerance = loaded.spec.fp16_tolerance if options.tolerance is None else options.tolerance
-            report = _validate(final, inputs, module, fp16_tolerance, name)
-        elif options.int8 is not None:
-            final, quantization = _quantize(options, module, loaded.labels, float_path, inputs, work, show_progress)
-            with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
-                report = validate(backend, module, tolerance=None)  # recorded; the gate decides
+        final, quantization, report = _convert(options, graph, work, show_progress)
         save_model(onnx.load(str(final)), writer.dir / ONNX_NAME)
         engines = ()
         if options.trt is not None:
-            engines = (_build_engine(writer.dir, options.trt, inputs, module, report.tolerance, name),)
-        manifest = Manifest(
-            model=ModelInfo(
-                name=name,
-                size=loaded.size,
-                architecture=loaded.architecture,
-                parameters=sum(p.numel() for p in loaded.model.parameters()),
-            ),
-            labels=loaded.labels,
-            canonical_labels=canonical_labels(loaded.labels),
-            sample_rate=SAMPLE_RATE,
-            precision=options.precision,
-            inputs=inputs,
-            outputs=outputs,
-            source={**loaded.source, "normalize": loaded.normalize},
-            versions={
-                "ser": ser.__version__,
-                "python": platform.python_version(),
-                "torch": torch.__version__,
-                "transformers": transformers.__version__,
-                "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__,
-                "numpy": np.__version__,
-                "opset": str(options.opset),
-            },
-            validation={**report.to_dict(), "original": graph.original.to_dict()},
-            optimization=graph.optimization,
-            quantization=quantization,
-            engines=engines,
-        )
-        bundle = writer.commit(manifest)
+            inputs = graph_signature(len(graph.loaded.labels))[0]
+            engines = (_build_engine(writer.dir, options.trt, inputs, graph.module, report.tolerance, graph.name),)
+        bundle = writer.commit(_manifest(options, graph, report, quantization, engines))
     log.info(
         "wrote %s (%s): max |logit error| %.2e, top-1 agreement %.0f%%",
         bundle.path,
@@ -236,6 +199,62 @@ def export_bundle(
         100 * report.top1_agreement,
     )
     return bundle
+
+
+def _convert(
+    options: ExportOptions, graph: FloatGraph, work: Path, show_progress: bool
+) -> tuple[Path, dict, ValidationReport]:
+    """The graph at the options' precision (FP32 as traced, FP16, or INT8 through the gate), what the
+    manifest's `quantization` records, and its validation against PyTorch."""
+    loaded, module = graph.loaded, graph.module
+    inputs = graph_signature(len(loaded.labels))[0]
+    if options.fp16:
+        final = work / "fp16.onnx"
+        quantization = convert_fp16(graph.path, final)
+        log.info("validating the FP16 graph against PyTorch")
+        tolerance = loaded.spec.fp16_tolerance if options.tolerance is None else options.tolerance
+        return final, quantization, _validate(final, inputs, module, tolerance, graph.name)
+    if options.int8 is not None:
+        final, quantization = _quantize(options, module, loaded.labels, graph.path, inputs, work, show_progress)
+        with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
+            return final, quantization, validate(backend, module, tolerance=None)  # recorded; the gate decides
+    return graph.path, {}, graph.report
+
+
+def _manifest(
+    options: ExportOptions, graph: FloatGraph, report: ValidationReport, quantization: dict, engines: tuple
+) -> Manifest:
+    loaded = graph.loaded
+    inputs, outputs = graph_signature(len(loaded.labels))
+    return Manifest(
+        model=ModelInfo(
+            name=graph.name,
+            size=loaded.size,
+            architecture=loaded.architecture,
+            parameters=sum(p.numel() for p in loaded.model.parameters()),
+        ),
+        labels=loaded.labels,
+        canonical_labels=canonical_labels(loaded.labels),
+        sample_rate=SAMPLE_RATE,
+        precision=options.precision,
+        inputs=inputs,
+        outputs=outputs,
+        source={**loaded.source, "normalize": loaded.normalize},
+        versions={
+            "ser": ser.__version__,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnx": onnx.__version__,
+            "onnxruntime": onnxruntime.__version__,
+            "numpy": np.__version__,
+            "opset": str(options.opset),
+        },
+        validation={**report.to_dict(), "original": graph.original.to_dict()},
+        optimization=graph.optimization,
+        quantization=quantization,
+        engines=engines,
+    )
 
 
 def _build_engine(

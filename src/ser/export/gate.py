@@ -21,9 +21,9 @@ import numpy as np
 from torch import nn
 
 from ser.export.calibration import AudioFolderReader
-from ser.export.validate import reference_logits
+from ser.export.validate import as_backend
+from ser.metrics import Agreement, classification_metrics
 from ser.runtime.base import Backend
-from ser.training.metrics import classification_metrics
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def agreement_lower_bound(agreed: int, clips: int, confidence: float = 0.95) -> 
     return low
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)  # wired by name: a reordered field cannot mis-wire a caller
 class Gate:
     min_agreement: float = 0.99  # top-1 agreement with FP32 PyTorch the clips must show, 0..1
     max_f1_drop: float | None = 0.5  # macro-F1 points (0..100) below PyTorch's; None: not checked
@@ -126,7 +126,8 @@ class Reference:
 
     @classmethod
     def compute(cls, module: nn.Module, reader: AudioFolderReader, labels: tuple[str, ...]) -> Reference:
-        logits = np.stack([reference_logits(module, clip) for clip in reader.clips])
+        with as_backend(module) as reference:
+            logits = reference.logits_each(reader.clips)
         truth = reader.label_indices(labels) if reader.labelled else None
         return cls(logits, truth, labels)
 
@@ -138,8 +139,7 @@ class Reference:
 
 @dataclass(frozen=True)
 class GateResult:
-    agreed: int  # clips whose top-1 answer equals PyTorch's
-    scored: int  # clips scored: fewer than `clips` when too many disagreed to pass, and scoring stopped
+    comparison: Agreement  # on the clips scored: fewer than `clips` when too many disagreed to pass
     clips: int
     macro_f1: float | None  # points; None when the clips are unlabelled or not all were scored
     reference_macro_f1: float | None
@@ -147,8 +147,16 @@ class GateResult:
     passed: bool
 
     @property
+    def agreed(self) -> int:
+        return self.comparison.agreed
+
+    @property
+    def scored(self) -> int:
+        return self.comparison.clips
+
+    @property
     def agreement(self) -> float:
-        return self.agreed / self.scored if self.scored else 0.0
+        return self.comparison.top1_agreement
 
     @property
     def agreement_lower_bound(self) -> float:
@@ -162,8 +170,12 @@ class GateResult:
         return self.reference_macro_f1 - self.macro_f1
 
     def to_dict(self) -> dict:
+        fields = {key: value for key, value in asdict(self).items() if key != "comparison"}
         return {
-            **asdict(self),
+            **fields,
+            "agreed": self.agreed,
+            "scored": self.scored,
+            "max_abs_logit_error": self.comparison.max_abs_logit_error,
             "agreement": self.agreement,
             "agreement_lower_bound": self.agreement_lower_bound,
             "f1_drop": self.f1_drop,
@@ -172,9 +184,10 @@ class GateResult:
     def describe(self) -> str:
         level = f"{self.confidence or 0.95:.0%}"
         if self.scored < self.clips:
+            missed = self.scored - self.agreed
             return (
-                f"stopped after {self.scored} of {self.clips} clips: {self.scored - self.agreed} disagreements are "
-                "more than the gate allows"
+                f"stopped after {self.scored} of {self.clips} clips: {missed} "
+                f"{'disagreement is' if missed == 1 else 'disagreements are'} more than the gate allows"
             )
         shown = f"≥ {self.agreement_lower_bound:.1%} at {level}"
         text = f"top-1 agreement {self.agreement:.1%} on {self.clips} clips ({shown})"
@@ -188,20 +201,21 @@ def score(backend: Backend, reader: AudioFolderReader, reference: Reference, gat
     more clips disagree than could still pass (most candidates of a fallback search fail, and fail early)."""
     allowed = gate.allowed_disagreements(len(reader))
     expected = reference.logits.argmax(axis=1)
-    logits, disagreed = [], 0
-    for index, feeds in enumerate(reader):
-        logits.append(backend.infer(feeds)["logits"][0])
-        disagreed += int(logits[-1].argmax() != expected[index])
+    rows, disagreed = [], 0
+    for index, clip in enumerate(reader.clips):
+        rows.append(backend.logits_each([clip])[0])
+        disagreed += int(rows[-1].argmax() != expected[index])
         if disagreed > allowed:
             break
-    scored = len(logits)
-    complete = scored == len(reader)
-    macro_f1 = reference.macro_f1(np.stack(logits)) if complete else None
+    logits = np.stack(rows)
+    comparison = Agreement.of(reference.logits[: len(rows)], logits)
+    complete = comparison.clips == len(reader)
+    macro_f1 = reference.macro_f1(logits) if complete else None
     reference_f1 = reference.macro_f1(reference.logits)
-    passed = complete and gate.shown(scored - disagreed, scored) >= gate.min_agreement
+    passed = complete and gate.shown(comparison.agreed, comparison.clips) >= gate.min_agreement
     if gate.max_f1_drop is not None and macro_f1 is not None and reference_f1 is not None:
         passed = passed and reference_f1 - macro_f1 <= gate.max_f1_drop
-    return GateResult(scored - disagreed, scored, len(reader), macro_f1, reference_f1, gate.confidence, passed)
+    return GateResult(comparison, len(reader), macro_f1, reference_f1, gate.confidence, passed)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ with `gpu` and its TensorRT accelerator with `tensorrt`); it takes `audio` and `
 windows (as `/v1/timeline` cuts them).
 
 The config is built as Triton's own ModelConfig protobuf (from tritonclient), so field names and types
-are Triton's, then checked the way the server checks it at load: for `onnxruntime`, every graph input
+are Triton's, then held to the rules Triton documents for loading it (ser's checks, not the server's;
+the python flavour is also loaded by a real server in the tests): for `onnxruntime`, every graph input
 and output declared with its data type and rank (batch dimension implicit); for `python`, the model
 file and a bundle that loads; version folder present, dynamic batching within max_batch_size.
 """

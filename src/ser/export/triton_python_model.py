@@ -31,7 +31,7 @@ class TritonPythonModel:
         folder = Path(args["model_repository"]) / args["model_version"] / BUNDLE_FOLDER
         threads = int(parameters["threads"]) if parameters.get("threads") else None
         self.max_seconds = float(parameters.get("max_seconds") or 60.0)
-        self.recognizer = EmotionRecognizer.load(folder, backend="onnxruntime", device="cpu", threads=threads)
+        self.recognizer = EmotionRecognizer.load(folder, backend="onnxruntime-cpu", threads=threads)
 
     def execute(self, requests: list) -> list:
         decoded: list[list[np.ndarray] | AudioError] = []

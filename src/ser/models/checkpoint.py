@@ -291,7 +291,8 @@ def _likely_class(where: str, tried: type[PreTrainedModel], spec: ModelSpec) -> 
     if not keys:
         return None
     config = read_config(where)
-    candidates = [*spec.heads, *(getattr(transformers, name) for name in spec.encoders if hasattr(transformers, name))]
+    encoders = [getattr(transformers, name) for name in spec.encoders if hasattr(transformers, name)]
+    candidates = [*(head.load() for head in spec.heads), *encoders]
     scores: dict[str, int] = {}
     for cls in candidates:
         try:

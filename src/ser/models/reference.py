@@ -33,13 +33,13 @@ PRECISIONS = ("fp32", "fp16", "int8-dynamic")
 class TorchBackend(Backend):
     def __init__(
         self,
-        module: WaveformClassifier,
-        num_labels: int,
+        module: WaveformClassifier | OriginalModel,
+        num_labels: int | None = None,  # for the output spec; the graph contract's inputs do not depend on it
         device: str = "cpu",
         precision: str = "fp32",
         compile: bool = False,
     ):
-        super().__init__(graph_signature(num_labels)[0])
+        super().__init__(graph_signature(num_labels or 0)[0])
         if precision not in PRECISIONS:
             raise BackendError(f"pytorch: unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if precision == "fp16" and not device.startswith("cuda"):

@@ -6,20 +6,21 @@ for WavLM, ser's enhanced head. Which head a checkpoint has is the checkpoint's 
 (`config.json`'s `architectures`, else its `model_type`; see `resolve`), never the caller's.
 
 Adding a family means adding a ModelSpec here (and a tiny fixture in the tests, which fail if one
-is missing); export, validation and the CLI read everything they need from it.
+is missing); export, validation and the CLI read everything they need from it. The records are data —
+names, sizes, tolerances, head classes by name — so this module imports without torch (the CLI's
+choices and `--help` come from it); a head's class is imported when a checkpoint needs it.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
-from typing import Any
-
-import transformers
-from transformers import PretrainedConfig, PreTrainedModel
+from typing import TYPE_CHECKING, Any
 
 from ser.labels import LABELS
-from ser.models.resnet import ResNet18ForEmotion
-from ser.models.wavlm import WavLMForEmotion
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 # A few small layers: for tests and demos, seconds to export on a laptop.
 _TINY_TRANSFORMER = dict(
@@ -49,10 +50,22 @@ _TRANSFORMER_FROM_SCRATCH = {"mask_time_prob": 0.0, "layerdrop": 0.0}
 
 
 @dataclass(frozen=True)
+class Head:
+    """A classification class a checkpoint may be, named as config.json's `architectures` names it."""
+
+    name: str
+    model_type: str  # its config class's model_type (what config.json says without `architectures`)
+    module: str = "transformers"
+
+    def load(self) -> type[PreTrainedModel]:
+        return getattr(importlib.import_module(self.module), self.name)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     summary: str
-    heads: tuple[type[PreTrainedModel], ...]  # the classification classes a checkpoint of this family may be
+    heads: tuple[Head, ...]  # the classification classes a checkpoint of this family may be
     encoders: tuple[str, ...]  # headless classes of the family (pretraining, CTC): fine-tuning starts a head
     sizes: dict[str, dict[str, Any]]  # size name → config overrides
     default_size: str
@@ -65,7 +78,7 @@ class ModelSpec:
     @property
     def model_class(self) -> type[PreTrainedModel]:
         """The head ser builds: for random weights, training from scratch, and on a headless encoder."""
-        return self.heads[0]
+        return self.heads[0].load()
 
     @property
     def config_class(self) -> type[PretrainedConfig]:
@@ -74,10 +87,10 @@ class ModelSpec:
     @property
     def model_types(self) -> tuple[str, ...]:
         """config.json model_type values of this family."""
-        return tuple(dict.fromkeys(head.config_class.model_type for head in self.heads))
+        return tuple(dict.fromkeys(head.model_type for head in self.heads))
 
-    def head_named(self, architecture: str) -> type[PreTrainedModel] | None:
-        return next((head for head in self.heads if head.__name__ == architecture), None)
+    def head_named(self, architecture: str) -> Head | None:
+        return next((head for head in self.heads if head.name == architecture), None)
 
     def config(self, size: str, labels: tuple[str, ...] = LABELS) -> PretrainedConfig:
         if size not in self.sizes:
@@ -103,10 +116,6 @@ class ModelSpec:
         return "custom"
 
 
-def _transformers(*names: str) -> tuple[Any, ...]:
-    return tuple(getattr(transformers, name) for name in names)
-
-
 def _encoders(prefix: str, *heads: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{head}" for head in ("Model", "ForCTC", *heads))
 
@@ -124,7 +133,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="wav2vec2",
             summary="Wav2Vec2ForSequenceClassification (mean pooling, optional weighted layer sum, linear head)",
-            heads=_transformers("Wav2Vec2ForSequenceClassification"),
+            heads=(Head("Wav2Vec2ForSequenceClassification", "wav2vec2"),),
             encoders=_encoders("Wav2Vec2", "ForPreTraining"),
             normalize=True,
             **_TRANSFORMER,
@@ -132,7 +141,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="hubert",
             summary="HubertForSequenceClassification (mean pooling, linear head)",
-            heads=_transformers("HubertForSequenceClassification"),
+            heads=(Head("HubertForSequenceClassification", "hubert"),),
             encoders=_encoders("Hubert"),
             normalize=True,
             **{**_TRANSFORMER, "default_size": "large"},
@@ -141,7 +150,10 @@ REGISTRY: dict[str, ModelSpec] = {
             name="wavlm",
             summary="WavLM: ser's enhanced head (weighted layer sum, attentive statistics pooling, MLP) "
             "or the stock WavLMForSequenceClassification",
-            heads=(WavLMForEmotion, *_transformers("WavLMForSequenceClassification")),
+            heads=(
+                Head("WavLMForEmotion", "wavlm-emotion", module="ser.models.wavlm"),
+                Head("WavLMForSequenceClassification", "wavlm"),
+            ),
             encoders=_encoders("WavLM"),
             normalize=False,  # microsoft/wavlm-base-plus's feature extractor does not normalise
             **{**_TRANSFORMER, "dropout_keys": (*_TRANSFORMER_DROPOUT, "head_dropout")},
@@ -149,7 +161,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="data2vec-audio",
             summary="Data2VecAudioForSequenceClassification (mean pooling, linear head)",
-            heads=_transformers("Data2VecAudioForSequenceClassification"),
+            heads=(Head("Data2VecAudioForSequenceClassification", "data2vec-audio"),),
             encoders=_encoders("Data2VecAudio"),
             normalize=True,
             **{**_TRANSFORMER, "sizes": _DATA2VEC_SIZES},
@@ -157,7 +169,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="unispeech-sat",
             summary="UniSpeechSatForSequenceClassification (mean pooling, linear head)",
-            heads=_transformers("UniSpeechSatForSequenceClassification"),
+            heads=(Head("UniSpeechSatForSequenceClassification", "unispeech-sat"),),
             encoders=_encoders("UniSpeechSat", "ForPreTraining"),
             normalize=False,  # microsoft/unispeech-sat-base's feature extractor does not normalise
             **_TRANSFORMER,
@@ -165,7 +177,7 @@ REGISTRY: dict[str, ModelSpec] = {
         ModelSpec(
             name="resnet18",
             summary="torchvision ResNet18 (1-channel stem) over an in-graph log-mel spectrogram",
-            heads=(ResNet18ForEmotion,),
+            heads=(Head("ResNet18ForEmotion", "ser-resnet18", module="ser.models.resnet"),),
             encoders=(),
             sizes={"tiny": {"n_mels": 32}, "base": {"n_mels": 64}},
             default_size="base",
@@ -175,6 +187,9 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
     )
 }
+
+
+SIZES: tuple[str, ...] = tuple(dict.fromkeys(size for spec in REGISTRY.values() for size in spec.sizes))
 
 
 def get_spec(name: str) -> ModelSpec:
@@ -209,23 +224,23 @@ def resolve(config: dict[str, Any]) -> Architecture:
         for spec in REGISTRY.values():
             head = spec.head_named(name)
             if head is not None:
-                return Architecture(spec, head, name)
+                return Architecture(spec, head.load(), name)
             if name in spec.encoders:
                 return Architecture(spec, None, name)
         family = next((s for s in REGISTRY.values() if model_type in s.model_types), None)
         if family is not None:
             raise UnknownArchitecture(
                 f"architectures names {name}, which ser does not export; a {family.name} checkpoint must be one of "
-                f"{', '.join(h.__name__ for h in family.heads)} (or a headless {', '.join(family.encoders)} to "
+                f"{', '.join(h.name for h in family.heads)} (or a headless {', '.join(family.encoders)} to "
                 "fine-tune a head on)"
             )
         raise UnknownArchitecture(f"architectures names {name}, which is none of ser's families: {supported()}")
     for spec in REGISTRY.values():
         for head in spec.heads:
-            if head.config_class.model_type == model_type:
-                return Architecture(spec, head, head.__name__)
+            if head.model_type == model_type:
+                return Architecture(spec, head.load(), head.name)
     raise UnknownArchitecture(f"model_type {model_type!r} is none of ser's families: {supported()}")
 
 
 def supported() -> str:
-    return "; ".join(f"{s.name}: {', '.join(h.__name__ for h in s.heads)}" for s in REGISTRY.values())
+    return "; ".join(f"{s.name}: {', '.join(h.name for h in s.heads)}" for s in REGISTRY.values())

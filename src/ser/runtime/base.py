@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -57,6 +57,15 @@ class Backend(ABC):
         outputs = self._infer(feeds)
         self.last_latency_s = time.perf_counter() - start
         return outputs
+
+    def logits_each(self, clips: Sequence[np.ndarray]) -> np.ndarray:
+        """Logits [clips, labels] with each clip run alone, unpadded: how a reference answers, and a
+        candidate where padding must not enter the comparison."""
+        rows = [
+            self.infer({"audio": clip[None, :], "lengths": np.array([len(clip)], dtype=np.int64)})["logits"][0]
+            for clip in clips
+        ]
+        return np.stack(rows)
 
     def _check_feeds(self, feeds: Mapping[str, np.ndarray]) -> None:
         if set(feeds) != set(self._input_spec):

@@ -14,13 +14,15 @@ from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, AudioInput, load_aud
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
 from ser.runtime.cpu import cpu_features, int8_mismatch
-from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices
+from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices, device_problem
 from ser.runtime.tensorrt import TensorRTBackend, current_target, pick_engine, unavailable_reason
 
-BACKENDS = ("auto", "onnxruntime", "tensorrt")
 log = logging.getLogger(__name__)
 CHECK_SAMPLES = SAMPLE_RATE // 2  # the load-time graph check's clip: within every TensorRT profile (≥ 0.5 s)
-DEVICES = ("auto", "cpu", "cuda", "tensorrt")  # where ONNX Runtime runs; tensorrt: its TensorRT provider
+# One name per way of running a bundle, the same in the runtime, the CLI, the bench suites and their workers:
+# ONNX Runtime on one execution provider, or the bundle's own TensorRT plan.
+ONNXRUNTIME = {"onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}
+BACKENDS = ("auto", *ONNXRUNTIME, "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -118,22 +120,29 @@ def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return audio, lengths
 
 
-def open_backend(bundle: Bundle, backend: str = "auto", device: str = "auto", threads: int | None = None) -> Backend:
-    """The Backend that runs `bundle` (not yet activated).
+def backend_problem(backend: str) -> str | None:
+    """Why `backend` cannot run on this machine, or None: the one availability check (a BackendError
+    carries the same reason when the backend is opened anyway)."""
+    if backend not in BACKENDS:
+        return f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
+    if backend == "tensorrt":
+        return unavailable_reason()
+    return device_problem(ONNXRUNTIME[backend]) if backend in ONNXRUNTIME else None
+
+
+def open_backend(bundle: Bundle, backend: str = "auto", threads: int | None = None) -> Backend:
+    """The Backend that runs `bundle` (not yet activated): one of BACKENDS.
 
     `auto` takes the fastest this machine offers: the bundle's TensorRT plan when TensorRT is installed
     and the plan was built for this GPU and TensorRT version; else ONNX Runtime on CUDA when its CUDA
-    provider really runs here (`device_problem`); else on the CPU. A `device` other than auto pins ONNX
-    Runtime there.
+    provider really runs here (`device_problem`); else on the CPU. Any other name runs exactly that, or
+    fails with a BackendError saying why not (`threads` is for ONNX Runtime's CPU kernels).
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    if device not in DEVICES:
-        raise BackendError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    if backend == "tensorrt" or (backend == "auto" and device == "auto" and _native_tensorrt_runs(bundle)):
+    if backend == "tensorrt" or (backend == "auto" and _native_tensorrt_runs(bundle)):
         return TensorRTBackend.from_bundle(bundle)
-    if device == "auto":
-        device = "cuda" if "cuda" in available_devices() else "cpu"
+    device = ONNXRUNTIME.get(backend) or ("cuda" if "cuda" in available_devices() else "cpu")
     return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=threads)
 
 
@@ -201,15 +210,15 @@ class EmotionRecognizer:
         cls,
         bundle: str | Path | Bundle,
         backend: str = "auto",
-        device: str = "auto",
         threads: int | None = None,
         strict_cpu: bool = False,
     ) -> EmotionRecognizer:
-        """Verify and open a bundle folder on the fastest backend here (see `open_backend`). `threads`
-        caps the CPU threads (None: ONNX Runtime decides); `strict_cpu`: see the constructor."""
+        """Verify and open a bundle folder on `backend` (one of BACKENDS; auto: the fastest here, see
+        `open_backend`). `threads` caps the CPU threads (None: ONNX Runtime decides); `strict_cpu`: see the
+        constructor."""
         if not isinstance(bundle, Bundle):
             bundle = Bundle.load(bundle)
-        return cls(bundle, open_backend(bundle, backend, device, threads), strict_cpu)
+        return cls(bundle, open_backend(bundle, backend, threads), strict_cpu)
 
     def predict(self, audio: AudioInput, sample_rate: int | None = None) -> Prediction:
         """Classify one clip: a path, the bytes of an audio file, or samples with their `sample_rate`."""

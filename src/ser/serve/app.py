@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 
@@ -50,7 +51,6 @@ class ServeSettings:
     keep_alive_s: float = 5.0  # a connection without a complete request head for this long is closed
     max_connections: int = 256  # concurrent connections and requests; more get 503 from the server
     backend: str = "auto"
-    device: str = "auto"
     threads: int | None = None
     strict_cpu: bool = False  # refuse to start with an INT8 bundle whose answers can differ on this CPU
 
@@ -108,16 +108,26 @@ _ERRORS = {code: {"description": why} for code, why in [
 ]}  # fmt: skip
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
-    metrics = ServiceMetrics()
-    state: dict[str, object] = {}
+@dataclass(frozen=True)
+class _Loaded:
+    recognizer: EmotionRecognizer
+    batcher: MicroBatcher[Prediction]
+
+
+class _Service:
+    """The service's state and steps: the model once loaded, readiness, answering through the batcher."""
+
+    def __init__(self, settings: ServeSettings):
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.loaded: _Loaded | None = None
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
+    async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
+        settings = self.settings
         recognizer = await run_in_threadpool(
-            EmotionRecognizer.load, settings.bundle, settings.backend, settings.device, settings.threads,
-            settings.strict_cpu,
-        )  # fmt: skip
+            EmotionRecognizer.load, settings.bundle, settings.backend, settings.threads, settings.strict_cpu
+        )
         # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
         warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
         await run_in_threadpool(recognizer.classify, warm)
@@ -126,26 +136,82 @@ def create_app(settings: ServeSettings) -> FastAPI:
             settings.max_batch,
             settings.max_wait_ms / 1000,
             settings.max_queue,
-            on_batch=metrics.observe_batch,
+            on_batch=self.metrics.observe_batch,
+            on_depth=self.metrics.queue_depth.set,
         )
         batcher.start()
-        metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
-        state.update(recognizer=recognizer, batcher=batcher)
+        self.metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
+        self.loaded = _Loaded(recognizer, batcher)
         log.info("serving %s (%s), max batch %d", settings.bundle, recognizer.bundle.manifest.model.name,
                  settings.max_batch)  # fmt: skip
         try:
             yield
         finally:
-            state.clear()
+            self.loaded = None
             await batcher.stop()
             recognizer.close()
 
+    @property
+    def ready(self) -> bool:
+        return self.loaded is not None and self.loaded.batcher.running
+
+    def model(self) -> _Loaded:
+        if self.loaded is None:
+            raise ApiError(503, "the model is not loaded yet")
+        return self.loaded
+
+    def named(self, name: str) -> EmotionRecognizer:
+        """The recognizer, if `name` is its model's (the Open Inference Protocol addresses models by name)."""
+        recognizer = self.model().recognizer
+        if name != recognizer.bundle.manifest.model.name:
+            raise ApiError(404, f"no model {name!r}; this server has {recognizer.bundle.manifest.model.name!r}")
+        return recognizer
+
+    async def answer(self, clips: list[np.ndarray]) -> list[Prediction]:
+        """Answers for `clips`, submitted at most a batch at a time so a long timeline neither fills the
+        queue nor runs into the timeout, which applies to each batch's wait."""
+        batcher, settings = self.model().batcher, self.settings
+        answers: list[Prediction] = []
+        for start in range(0, len(clips), settings.max_batch):
+            chunk = clips[start : start + settings.max_batch]
+            try:
+                answers += await asyncio.wait_for(
+                    asyncio.gather(*(batcher.submit(c) for c in chunk)), settings.timeout_s
+                )
+            except QueueFullError as e:
+                raise ApiError(503, str(e)) from None
+            except AudioError as e:  # the model's answer for this clip was not finite
+                raise ApiError(422, str(e)) from None
+            except TimeoutError:
+                raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
+        return answers
+
+
+def create_app(settings: ServeSettings) -> FastAPI:
+    service = _Service(settings)
     app = FastAPI(
         title="ser",
         summary="Speech emotion recognition: the label and the seven scores for a clip, or per window of a recording.",
         version=_version(),
-        lifespan=lifespan,
+        lifespan=service.lifespan,
     )
+    _handle_errors(app)
+
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        with service.metrics.request(request.url.path) as record:
+            response = await call_next(request)
+            record(response.status_code)
+            return response
+
+    _v1_routes(app, service)
+    _v2_routes(app, service)
+    _health_routes(app, service)
+    return app
+
+
+def _handle_errors(app: FastAPI) -> None:
+    """Every error in the JSON form (the Open Inference Protocol's own under /v2); nothing escapes as HTML."""
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> JSONResponse:
@@ -172,47 +238,16 @@ def create_app(settings: ServeSettings) -> FastAPI:
         log.exception("unexpected error on %s", request.url.path)
         return _error(500, f"internal error: {type(error).__name__}: {error}")
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        with metrics.request(request.url.path) as record:
-            response = await call_next(request)
-            record(response.status_code)
-            return response
 
-    def is_ready() -> bool:
-        batcher = state.get("batcher")
-        return isinstance(batcher, MicroBatcher) and batcher.running
-
-    def recognizer_and_batcher() -> tuple[EmotionRecognizer, MicroBatcher[Prediction]]:
-        if "batcher" not in state:
-            raise ApiError(503, "the model is not loaded yet")
-        return state["recognizer"], state["batcher"]  # type: ignore[return-value]
-
-    async def answer(batcher: MicroBatcher[Prediction], clips: list[np.ndarray]) -> list[Prediction]:
-        """Answers for `clips`, submitted at most a batch at a time so a long timeline neither fills the
-        queue nor runs into the timeout, which applies to each batch's wait."""
-        metrics.queue_depth.set(batcher.queued)
-        answers: list[Prediction] = []
-        for start in range(0, len(clips), settings.max_batch):
-            chunk = clips[start : start + settings.max_batch]
-            try:
-                answers += await asyncio.wait_for(
-                    asyncio.gather(*(batcher.submit(c) for c in chunk)), settings.timeout_s
-                )
-            except QueueFullError as e:
-                raise ApiError(503, str(e)) from None
-            except AudioError as e:  # the model's answer for this clip was not finite
-                raise ApiError(422, str(e)) from None
-            except TimeoutError:
-                raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
-        return answers
+def _v1_routes(app: FastAPI, service: _Service) -> None:
+    settings = service.settings
 
     @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
     async def predict(request: Request) -> PredictResponse:
         """The emotion of one clip."""
-        _, batcher = recognizer_and_batcher()
+        service.model()
         samples = await _read_samples(request, settings, settings.max_seconds)
-        (prediction,) = await answer(batcher, [samples])
+        (prediction,) = await service.answer([samples])
         return PredictResponse(
             label=prediction.label,
             scores=prediction.scores,
@@ -229,7 +264,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
         ),
     ) -> TimelineResponse:
         """The emotion per window of a long recording, and overall (duration-weighted)."""
-        recognizer, batcher = recognizer_and_batcher()
+        recognizer = service.model().recognizer
         if hop_s > window_s:
             raise ApiError(422, f"hop_s ({hop_s}) must not exceed window_s ({window_s})")
         samples = await _read_samples(request, settings, settings.max_timeline_seconds)
@@ -237,7 +272,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
             bounds = window_bounds(len(samples), window_s, hop_s, settings.max_timeline_windows)
         except ValueError as e:
             raise ApiError(422, str(e)) from None
-        predictions = await answer(batcher, [samples[a:b] for a, b in bounds])
+        predictions = await service.answer([samples[a:b] for a, b in bounds])
         result = summarize(bounds, predictions, recognizer.labels, len(samples))
         return TimelineResponse(
             label=result.label,
@@ -245,6 +280,10 @@ def create_app(settings: ServeSettings) -> FastAPI:
             duration_s=result.duration_s,
             windows=[WindowResponse(**asdict(w)) for w in result.windows],
         )
+
+
+def _v2_routes(app: FastAPI, service: _Service) -> None:
+    """The Open Inference Protocol (KServe v2), as Triton speaks it."""
 
     @app.get("/v2/health/live")
     async def v2_live() -> dict[str, bool]:
@@ -254,24 +293,17 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/v2/health/ready", responses={503: {"description": "not ready"}})
     async def v2_ready() -> JSONResponse:
         """Open Inference Protocol: the model is loaded and the batcher runs."""
-        ready = is_ready()
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": service.ready}, status_code=200 if service.ready else 503)
 
     @app.get("/v2")
     async def v2_server() -> dict:
         """Open Inference Protocol: server metadata."""
         return {"name": "ser", "version": _version(), "extensions": ["binary_tensor_data"]}
 
-    def v2_model_name(name: str) -> EmotionRecognizer:
-        recognizer, _ = recognizer_and_batcher()
-        if name != recognizer.bundle.manifest.model.name:
-            raise ApiError(404, f"no model {name!r}; this server has {recognizer.bundle.manifest.model.name!r}")
-        return recognizer
-
     @app.get("/v2/models/{name}")
     async def v2_model(name: str) -> dict:
         """Open Inference Protocol: the model's tensors (ser.runtime.oip) and labels."""
-        manifest = v2_model_name(name).bundle.manifest
+        manifest = service.named(name).bundle.manifest
         return {
             "name": name,
             "versions": ["1"],
@@ -283,28 +315,29 @@ def create_app(settings: ServeSettings) -> FastAPI:
 
     @app.get("/v2/models/{name}/ready", responses={503: {"description": "not ready"}})
     async def v2_model_ready(name: str) -> JSONResponse:
-        v2_model_name(name)
+        service.named(name)
         return JSONResponse({"name": name, "ready": True})
 
     @app.post("/v2/models/{name}/infer", responses={**_ERRORS, 400: {"description": "not an inference request"}})
     async def v2_infer(name: str, request: Request) -> JSONResponse:
         """Open Inference Protocol inference: AUDIO_FILE (BYTES, binary extension) or AUDIO + LENGTHS in,
         LABEL and SCORES out; clips join the same micro-batcher as /v1."""
-        recognizer = v2_model_name(name)
-        _, batcher = recognizer_and_batcher()
-        body = await _read_raw(request, settings)
+        recognizer = service.named(name)
+        body = await _read_raw(request, service.settings)
         try:
             header, tensors = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
         except v2.ProtocolError as e:
             raise ApiError(400, str(e)) from None
         try:
-            clips = await run_in_threadpool(oip.clips_from_tensors, tensors, settings.max_seconds)
+            clips = await run_in_threadpool(oip.clips_from_tensors, tensors, service.settings.max_seconds)
         except AudioError as e:
             raise ApiError(400, str(e)) from None
-        predictions = await answer(batcher, clips)
+        predictions = await service.answer(clips)
         outputs = oip.output_tensors([p.label for p in predictions], [p.scores for p in predictions], recognizer.labels)
         return JSONResponse(v2.infer_response(name, header, outputs))
 
+
+def _health_routes(app: FastAPI, service: _Service) -> None:
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -313,8 +346,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/readyz", responses={503: {"description": "not ready"}})
     async def readyz() -> JSONResponse:
         """The model is loaded and the batcher runs: send traffic."""
-        if is_ready():
-            recognizer: EmotionRecognizer = state["recognizer"]  # type: ignore[assignment]
+        if service.ready and service.loaded is not None:
+            recognizer = service.loaded.recognizer
             warnings = [recognizer.cpu_warning] if recognizer.cpu_warning else []
             return JSONResponse(
                 {"status": "ready", "model": recognizer.bundle.manifest.model.name, "warnings": warnings}
@@ -324,10 +357,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     @app.get("/metrics")
     async def prometheus() -> Response:
         """Prometheus text format: requests, errors, latency, batch sizes, queue depth."""
-        body, content_type = metrics.render()
+        body, content_type = service.metrics.render()
         return Response(body, media_type=content_type)
-
-    return app
 
 
 async def _read_samples(request: Request, settings: ServeSettings, max_seconds: float) -> np.ndarray:

@@ -39,11 +39,14 @@ class MicroBatcher(Generic[T]):
         max_wait_s: float = 0.005,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
     ):
-        """`infer` answers a list of clips in order; `on_batch(size, seconds)` observes each model call."""
+        """`infer` answers a list of clips in order; `on_batch(size, seconds)` observes each model call and
+        `on_depth(clips)` every change of the queue's length (a clip joining, a batch leaving)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.infer, self.max_batch, self.max_wait_s, self.on_batch = infer, max_batch, max_wait_s, on_batch
+        self.on_depth = on_depth
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-batch")
         self._task: asyncio.Task | None = None
@@ -77,7 +80,12 @@ class MicroBatcher(Generic[T]):
             self._queue.put_nowait(_Item(clip, future))
         except asyncio.QueueFull:
             raise QueueFullError(f"{self._queue.maxsize} requests are already waiting; retry later") from None
+        self._report_depth()
         return await future
+
+    def _report_depth(self) -> None:
+        if self.on_depth is not None:
+            self.on_depth(self._queue.qsize())
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -97,6 +105,7 @@ class MicroBatcher(Generic[T]):
                     batch.append(await asyncio.wait_for(self._queue.get(), remaining))
                 except TimeoutError:
                     break
+            self._report_depth()
             batch = [item for item in batch if not item.future.done()]  # timed out while queued
             if batch:
                 await self._execute(batch)

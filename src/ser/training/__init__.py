@@ -1,5 +1,3 @@
-"""Training: datasets on disk, the demo corpus, augmentation, metrics and the fine-tuning loop.
-
-`data`, `synth` and `metrics` need numpy and soundfile only; `loop` and `augment` bring in torch and
-audiomentations, so import them from their modules.
+"""Training: augmentation and the fine-tuning loop (torch and audiomentations; import them from their
+modules). The corpora they read live in `ser.data`, the scores in `ser.metrics`.
 """

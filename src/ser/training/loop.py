@@ -6,12 +6,14 @@ checkpoint/ (the best epoch, by validation macro-F1: config.json, model.safetens
 preprocessor_config.json, a link to checkpoint-epoch-NNNN/ replaced in one rename; `ser-export
 --checkpoint RUN` loads it), split.json, options.json, start.json (the checkpoint it
 started from, the class it loaded as, and which weights were initialised for a new head), history.json,
-state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split.
+state.pt (the last finished epoch, for --resume), and metrics.json + confusion.png for the test split
+(the validation split when it has no test clips).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -27,14 +29,14 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ser.audio import SAMPLE_RATE, load_audio
+from ser.data.corpus import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
 from ser.labels import LABELS
+from ser.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 from ser.models.checkpoint import RUN_CHECKPOINT, LoadedModel, load_model
 from ser.models.registry import get_spec
 from ser.models.waveform import WaveformClassifier
 from ser.staging import write_atomic
 from ser.training.augment import AugmentOptions, build_augment
-from ser.training.data import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
-from ser.training.metrics import ClassificationMetrics, classification_metrics, plot_confusion
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +94,12 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     validation: ClassificationMetrics
-    test: ClassificationMetrics
+    test: ClassificationMetrics | None  # None when the split has no test clips: nothing was held out for it
+
+    @property
+    def held_out(self) -> tuple[str, ClassificationMetrics]:
+        """The final scores and which split they are: the test split's, else the validation split's."""
+        return ("test", self.test) if self.test is not None else ("validation", self.validation)
 
 
 class ClipDataset(Dataset):
@@ -185,6 +192,17 @@ def train(
 ) -> TrainResult:
     """Fine-tune `options.model` on `options.data` into `options.out`; see the module docstring."""
     return _Run(options, show_progress, resume, overwrite).run()
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What one optimisation step needs, made once per run."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    amp_dtype: torch.dtype | None
+    loss_weights: torch.Tensor | None
 
 
 class _Run:
@@ -299,9 +317,27 @@ class _Run:
         return torch.tensor(weights, dtype=torch.float32, device=self.device)
 
     def run(self) -> TrainResult:
-        o, model = self.o, self.loaded.model
         train_loader = self._loader(self.split.train, train=True)
-        steps = o.epochs * len(train_loader)
+        step = self._optimization(self.o.epochs * len(train_loader))
+        state = self._resume(step)
+        with _progress(self.show_progress) as progress:
+            for epoch in range(state["epoch"] + 1, self.o.epochs + 1):
+                if state["stopped"]:
+                    break
+                started = time.perf_counter()
+                task = progress.add_task(
+                    f"epoch {epoch}/{self.o.epochs}", total=len(train_loader), loss=float("nan"), accuracy=float("nan")
+                )
+                report = functools.partial(progress.update, task)
+                train_loss, train_accuracy = self._train_epoch(train_loader, step, report)
+                line = self._end_epoch(epoch, state, train_loss, train_accuracy, step, time.perf_counter() - started)
+                progress.console.print(line)
+                self._save_state(self.loaded.model, step.optimizer, step.scheduler, step.scaler, state)
+        return self._finish(state)
+
+    def _optimization(self, steps: int) -> _Step:
+        """AdamW over the trainable weights, linear warm-up then cosine decay, and mixed precision on CUDA."""
+        o, model = self.o, self.loaded.model
         warmup = max(1, int(o.warmup * steps))
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad], lr=o.lr, weight_decay=o.weight_decay
@@ -318,73 +354,75 @@ class _Run:
         if self.device.type == "cuda" and o.mixed_precision:
             amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-        loss_weights = self._class_weights()
+        return _Step(optimizer, scheduler, scaler, amp_dtype, self._class_weights())
 
+    def _resume(self, step: _Step) -> dict:
+        """The progress so far: fresh, or (with state.pt) the last finished epoch's weights, optimizer and RNG."""
         state = {"epoch": 0, "best_f1": -1.0, "best_epoch": 0, "bad_epochs": 0, "history": [], "stopped": False}
         if (self.out / STATE_FILE).is_file():
             saved = torch.load(self.out / STATE_FILE, map_location=self.device, weights_only=True)
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            scheduler.load_state_dict(saved["scheduler"])
-            scaler.load_state_dict(saved["scaler"])
+            self.loaded.model.load_state_dict(saved["model"])
+            step.optimizer.load_state_dict(saved["optimizer"])
+            step.scheduler.load_state_dict(saved["scheduler"])
+            step.scaler.load_state_dict(saved["scaler"])
             torch.set_rng_state(saved["torch_rng"])
             state = saved["progress"]
             log.info("resuming %s after epoch %d", self.out, state["epoch"])
+        return state
 
-        progress = _progress(self.show_progress)
-        with progress:
-            for epoch in range(state["epoch"] + 1, o.epochs + 1):
-                if state["stopped"]:
-                    break
-                started = time.perf_counter()
-                self.classifier.train()
-                task = progress.add_task(
-                    f"epoch {epoch}/{o.epochs}", total=len(train_loader), loss=float("nan"), accuracy=float("nan")
-                )
-                total_loss, correct, seen = 0.0, 0, 0
-                for audio, lengths, targets in train_loader:
-                    audio, lengths, targets = (t.to(self.device, non_blocking=True) for t in (audio, lengths, targets))
-                    with torch.autocast(self.device.type, dtype=amp_dtype or torch.float32, enabled=bool(amp_dtype)):
-                        logits = self.classifier(audio, lengths)
-                    loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=loss_weights)
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), o.grad_clip)
-                    scaler.step(optimizer)
-                    scaler.update()
-                    scheduler.step()
-                    total_loss, seen = total_loss + loss.item() * len(targets), seen + len(targets)
-                    correct += int((logits.argmax(dim=1) == targets).sum())
-                    progress.update(task, advance=1, loss=total_loss / seen, accuracy=correct / seen)
-                y_true, y_pred, val_loss = predict(self.classifier, self.split.val, LABELS, self.device, o.batch_size)
-                val = classification_metrics(y_true, y_pred, LABELS)
-                record = {
-                    "epoch": epoch,
-                    "train_loss": total_loss / seen,
-                    "train_accuracy": correct / seen,
-                    "val_loss": val_loss,
-                    "val_accuracy": val.accuracy,
-                    "val_macro_f1": val.macro_f1,
-                    "lr": scheduler.get_last_lr()[0],
-                    "seconds": time.perf_counter() - started,
-                }
-                state["history"].append(record)
-                improved = val.macro_f1 > state["best_f1"]
-                if improved:
-                    state |= {"best_f1": val.macro_f1, "best_epoch": epoch, "bad_epochs": 0}
-                    self._save_checkpoint(epoch)
-                else:
-                    state["bad_epochs"] += 1
-                    state["stopped"] = state["bad_epochs"] >= o.patience
-                state["epoch"] = epoch
-                progress.console.print(
-                    f"epoch {epoch}: loss {record['train_loss']:.3f}  val loss {val_loss:.3f}  "
-                    f"val acc {val.accuracy:.3f}  val macro-F1 {val.macro_f1:.3f}{'  *best' if improved else ''}"
-                    f"{'  (early stop)' if state['stopped'] else ''}"
-                )
-                self._save_state(model, optimizer, scheduler, scaler, state)
-        return self._finish(state)
+    def _train_epoch(self, loader: DataLoader, step: _Step, report: Callable[..., None]) -> tuple[float, float]:
+        """One pass over the training clips; returns the mean loss and the accuracy seen while training."""
+        self.classifier.train()
+        total_loss, correct, seen = 0.0, 0, 0
+        for audio, lengths, targets in loader:
+            audio, lengths, targets = (t.to(self.device, non_blocking=True) for t in (audio, lengths, targets))
+            amp = step.amp_dtype
+            with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=bool(amp)):
+                logits = self.classifier(audio, lengths)
+            loss = torch.nn.functional.cross_entropy(logits.float(), targets, weight=step.loss_weights)
+            step.optimizer.zero_grad(set_to_none=True)
+            step.scaler.scale(loss).backward()
+            step.scaler.unscale_(step.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.loaded.model.parameters(), self.o.grad_clip)
+            step.scaler.step(step.optimizer)
+            step.scaler.update()
+            step.scheduler.step()
+            total_loss, seen = total_loss + loss.item() * len(targets), seen + len(targets)
+            correct += int((logits.argmax(dim=1) == targets).sum())
+            report(advance=1, loss=total_loss / seen, accuracy=correct / seen)
+        return total_loss / seen, correct / seen
+
+    def _end_epoch(
+        self, epoch: int, state: dict, train_loss: float, train_accuracy: float, step: _Step, seconds: float
+    ) -> str:
+        """Validate, record the epoch, keep the best checkpoint, decide early stopping; returns the log line."""
+        y_true, y_pred, val_loss = predict(self.classifier, self.split.val, LABELS, self.device, self.o.batch_size)
+        val = classification_metrics(y_true, y_pred, LABELS)
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "train_loss": train_loss,
+                "train_accuracy": train_accuracy,
+                "val_loss": val_loss,
+                "val_accuracy": val.accuracy,
+                "val_macro_f1": val.macro_f1,
+                "lr": step.scheduler.get_last_lr()[0],
+                "seconds": seconds,
+            }
+        )
+        improved = val.macro_f1 > state["best_f1"]
+        if improved:
+            state |= {"best_f1": val.macro_f1, "best_epoch": epoch, "bad_epochs": 0}
+            self._save_checkpoint(epoch)
+        else:
+            state["bad_epochs"] += 1
+            state["stopped"] = state["bad_epochs"] >= self.o.patience
+        state["epoch"] = epoch
+        return (
+            f"epoch {epoch}: loss {train_loss:.3f}  val loss {val_loss:.3f}  "
+            f"val acc {val.accuracy:.3f}  val macro-F1 {val.macro_f1:.3f}{'  *best' if improved else ''}"
+            f"{'  (early stop)' if state['stopped'] else ''}"
+        )
 
     def _save_checkpoint(self, epoch: int) -> None:
         """The best epoch so far, as one checkpoint folder written in full, then put in place by replacing the
@@ -424,10 +462,13 @@ class _Run:
     def _finish(self, state: dict) -> TrainResult:
         best = load_model(self.o.model, self.out)
         val = evaluate(best, self.split.val, self.device, self.o.batch_size)
-        test = evaluate(best, self.split.test, self.device, self.o.batch_size) if self.split.test else val
-        write_metrics(test, self.out, f"{self.o.model}: test split, best epoch {state['best_epoch']}")
-        log.info("test split (%d clips): %s", len(self.split.test), test.summary())
-        return TrainResult(self.out, state["best_epoch"], state["epoch"], state["stopped"], val, test)
+        test = evaluate(best, self.split.test, self.device, self.o.batch_size) if self.split.test else None
+        result = TrainResult(self.out, state["best_epoch"], state["epoch"], state["stopped"], val, test)
+        split, metrics = result.held_out
+        clips = len(self.split.test if test is not None else self.split.val)
+        write_metrics(metrics, self.out, f"{self.o.model}: {split} split, best epoch {state['best_epoch']}")
+        log.info("%s split (%d clips): %s", split, clips, metrics.summary())
+        return result
 
 
 def _progress(enabled: bool):

@@ -1,5 +1,7 @@
-"""Classification scores on a labelled set: accuracy, per-class precision/recall/F1, macro and weighted
-F1, confusion matrix. numpy only (the tests hold them to scikit-learn's); the plot needs matplotlib."""
+"""Scores: a candidate's logits against a reference's (`Agreement`: the one comparison export validation,
+the INT8 gate and the benchmarks report), and classification on a labelled set (accuracy, per-class
+precision/recall/F1, macro and weighted F1, confusion matrix). numpy only (the tests hold them to
+scikit-learn's); the plot needs matplotlib."""
 
 from __future__ import annotations
 
@@ -8,6 +10,34 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+
+
+@dataclass(frozen=True)
+class Agreement:
+    """How a candidate's logits agree with a reference's on the same clips, row by row."""
+
+    clips: int
+    agreed: int  # clips whose top-1 label is the reference's
+    max_abs_logit_error: float
+    mean_abs_logit_error: float
+
+    @classmethod
+    def of(cls, reference: np.ndarray, candidate: np.ndarray) -> Agreement:
+        reference, candidate = np.asarray(reference, dtype=np.float64), np.asarray(candidate, dtype=np.float64)
+        if reference.shape != candidate.shape or reference.ndim != 2 or len(reference) == 0:
+            raise ValueError(
+                f"need two equal, non-empty [clips, labels] arrays, got {reference.shape} and {candidate.shape}"
+            )
+        error = np.abs(reference - candidate)
+        agreed = int((reference.argmax(axis=1) == candidate.argmax(axis=1)).sum())
+        return cls(len(reference), agreed, float(error.max()), float(error.mean()))
+
+    @property
+    def top1_agreement(self) -> float:
+        return self.agreed / self.clips
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {**asdict(self), "top1_agreement": self.top1_agreement}
 
 
 @dataclass(frozen=True)

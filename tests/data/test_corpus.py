@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from ser.data.corpus import Corpus, DataError, Split, check_corpus, split_corpus
 from ser.labels import LABELS, label_from_name
-from ser.training.data import Corpus, DataError, Split, check_corpus, split_corpus
 
 
 def _wav(path, seconds=0.5, rate=16_000):

@@ -5,8 +5,8 @@ import pytest
 import soundfile as sf
 
 from ser.audio import SAMPLE_RATE
+from ser.data.synth import PROFILES, SynthError, plan_clip, synthesize_corpus
 from ser.labels import LABELS
-from ser.training.synth import PROFILES, SynthError, plan_clip, synthesize_corpus
 
 
 def _digest(folder):
