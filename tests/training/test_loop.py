@@ -41,7 +41,16 @@ def test_short_run_writes_a_loadable_checkpoint_and_test_metrics(synth_corpus, t
 
 
 def test_a_split_without_test_clips_reports_validation_as_validation(synth_corpus, tmp_path, caplog):
-    options = TrainOptions("resnet18", synth_corpus, tmp_path / "run", epochs=1, test_fraction=0.0, **FAST)
+    # Two clips per emotion: a test fraction of 0.2 rounds to none, a validation fraction of 0.5 to one.
+    import shutil
+
+    for folder in sorted(p for p in synth_corpus.iterdir() if p.is_dir()):
+        (tmp_path / "corpus" / folder.name).mkdir(parents=True)
+        for clip in sorted(folder.iterdir())[:2]:
+            shutil.copy(clip, tmp_path / "corpus" / folder.name / clip.name)
+    options = TrainOptions(
+        "resnet18", tmp_path / "corpus", tmp_path / "run", epochs=1, val_fraction=0.5, test_fraction=0.2, **FAST
+    )
     with caplog.at_level("INFO", logger="ser.training.loop"):
         result = train(options, show_progress=False)
     assert result.test is None and result.held_out == ("validation", result.validation)

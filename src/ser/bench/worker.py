@@ -61,7 +61,8 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     if spec["backend"] == "tensorrt":
         size = sum((bundle.path / engine["file"]).stat().st_size for engine in bundle.manifest.engines)
     else:
-        size = bundle.onnx_path.stat().st_size
+        data = bundle.onnx_path.with_name(bundle.onnx_path.name + ".data")  # weights over 1 GiB live beside it
+        size = bundle.onnx_path.stat().st_size + (data.stat().st_size if data.exists() else 0)
     return backend, bundle.manifest.labels, size
 
 
