@@ -4,7 +4,8 @@ empty column). Latency summaries are computed from the raw samples, never stored
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -22,9 +23,9 @@ class Case:
     samples_s: tuple[float, ...]
     speedup: float | None = None  # the reference's median over this one's, same case
 
-    @property
+    @cached_property
     def summary(self) -> dict[str, float]:
-        return latency_summary(self.samples_s)
+        return latency_summary(self.samples_s)  # read by every row, plot and comparison: computed once
 
     @property
     def p50_ms(self) -> float:
@@ -162,8 +163,6 @@ class Results:
 
 def speedups(configs: list[ConfigResult]) -> list[ConfigResult]:
     """Each configuration with every case's speed-up over its reference (the same model and threads)."""
-    from dataclasses import replace
-
     references = {(c.model_key, c.threads): c for c in configs if c.reference}
     scored = []
     for config in configs:

@@ -371,9 +371,9 @@ def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> 
 
 def _typed(record: dict[str, Any]) -> ConfigResult:
     """One worker's record as a ConfigResult: an unknown or renamed key is a TypeError here, not a blank column."""
-    cold, memory, logits = record.pop("cold", None), record.pop("memory", None), record.pop("logits", None)
+    cold, memory, logits = record.get("cold"), record.get("memory"), record.get("logits")
     return ConfigResult(
-        **{key: value for key, value in record.items() if key not in ("cases", "labels")},
+        **{key: value for key, value in record.items() if key not in ("cases", "labels", "cold", "memory", "logits")},
         cases=tuple(Case(c["batch"], c["seconds"], tuple(c["samples_s"])) for c in record["cases"]),
         labels=tuple(record.get("labels", ())),
         logits=None if logits is None else tuple(tuple(row) for row in logits),
