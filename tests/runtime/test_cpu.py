@@ -108,3 +108,56 @@ def test_ser_infer_and_ser_serve_surface_it(int8_bundles, tmp_path, write_clip, 
         metrics = client.get("/metrics").text
     assert "its answers can differ" in ready["warnings"][0]
     assert "ser_int8_cpu_mismatch 1.0" in metrics
+
+
+def _u8s8_products(weight: int) -> tuple:
+    """ONNX Runtime's own u8s8 kernel (MatMulInteger, constant int8 weights as in an exported graph) on
+    activations of 255 against weights of ±`weight`, and the exact int32 answer."""
+    import numpy as np
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    weights = rng.choice(np.array([weight, -weight], np.int8), size=(768, 64))
+    activations = np.full((4, 768), 255, np.uint8)
+    activations[1] = rng.integers(0, 256, 768)
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "B"], ["Y"])], "u8s8",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [None, 768])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [None, 64])],
+        [numpy_helper.from_array(weights, "B")],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"A": activations})[0], activations.astype(np.int64) @ weights.astype(np.int64)
+
+
+def test_onnxruntime_s_kernels_on_this_cpu_compute_as_its_class_says():
+    """The classification checked against the real kernels: 7-bit weights (the portable target) are exact
+    on every class; full 8-bit weights are exact with VNNI and saturate without it."""
+    import numpy as np
+
+    portable, exact = _u8s8_products(64)
+    np.testing.assert_array_equal(portable, exact)
+    full, exact = _u8s8_products(127)
+    numerics = cpu_features().numerics
+    if numerics == "exact-int32":
+        np.testing.assert_array_equal(full, exact)
+    elif numerics == "saturating-int16":
+        assert (full != exact).any(), "u8s8 pairs of 255 x 127 should saturate at int16 on this CPU"
+    else:
+        pytest.skip(f"no x86-64 INT8 class on this CPU ({numerics})")
+
+
+def test_a_portable_bundle_s_weights_fit_seven_bits(int8_bundles):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    def largest_weight(bundle) -> int:
+        model = onnx.load(bundle.onnx_path)
+        int8 = [numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+        return max(int(np.abs(w.astype(np.int32)).max()) for w in int8 if w.size > 1)
+
+    assert largest_weight(int8_bundles["portable"]) <= 64  # 255 x 64 x 2 = 32,640: within int16
+    assert largest_weight(int8_bundles["vnni"]) > 64
