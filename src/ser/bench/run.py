@@ -243,66 +243,27 @@ class SuiteRun:
             self.progress.update(self.task, advance=steps, description=description)
 
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
-        from ser.export import FloatGraphs  # torch, like everything that exports
-
+        """Export what the configurations need, start one worker each, time every case across them, then
+        read each worker's memory. A configuration that cannot run keeps its record with the reason."""
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
-        exports: dict[tuple[str, str], dict[str, Any]] = {}
-        needed = (c.export_key for c in configs if c.needs_export and c.key not in missing)
-        with tempfile.TemporaryDirectory(prefix="ser-bench-graphs-") as graphs:
-            shared = FloatGraphs(Path(graphs))  # each precision starts from the same traced graph
-            for precision, kind in dict.fromkeys(needed):
-                self._advance(f"{model.key}: exporting {precision}{'' if kind == 'onnx' else f' ({kind})'}", 0)
-                audio = self.suite.data.path if self.suite.data else self.work / "clips"
-                out = self.work / "bundles" / slug(f"{model.key}-{precision}{'' if kind == 'onnx' else f'-{kind}'}")
-                if kind == "openvino":
-                    exports[precision, kind] = peer_export_for(self.suite, model, precision, audio, out)
-                else:
-                    tensorrt = kind == "tensorrt"
-                    exports[precision, kind] = export_for(self.suite, model, precision, tensorrt, audio, out, shared)
+        exports = self._export(model, [c for c in configs if c.needs_export and c.key not in missing])
         records = {c.key: _config_record(c) for c in configs}
         workers: dict[str, Worker] = {}
-        logs = self.work / "logs"
-        logs.mkdir(exist_ok=True)
         with ExitStack() as cleanup:
             for config in configs:
-                record = records[config.key]
                 self._advance(f"{config.key}: starting", 0)
-                if config.key in missing:
-                    record["error"] = missing[config.key]
+                problem = missing.get(config.key)
+                if problem is None and config.needs_export:
+                    records[config.key]["export"] = dict(exports[config.export_key])
+                    problem = records[config.key]["export"].get("error")
+                if problem is not None:
+                    records[config.key]["error"] = problem
                     self._advance(config.key, 1 + len(self.suite.cases()))
                     continue
-                if config.needs_export:
-                    record["export"] = dict(exports[config.export_key])
-                    if "error" in record["export"]:
-                        record["error"] = record["export"]["error"]
-                        self._advance(config.key, 1 + len(self.suite.cases()))
-                        continue
-                spec = {
-                    **asdict(config.model),
-                    "backend": config.backend,
-                    "precision": config.precision,
-                    "device": config.device,
-                    "threads": config.threads,
-                    "bundle": record.get("export", {}).get("bundle"),
-                    "cold_case": [min(self.suite.batch_sizes), min(self.suite.durations)],
-                }
-                try:
-                    worker = Worker(spec, logs / f"{slug(config.key)}.log")
+                worker = self._start(config, records[config.key])
+                if worker is not None:
                     cleanup.callback(worker.close)
-                    ready = worker.ready
-                    record |= {
-                        "cold": {"load_s": ready["load_s"], "first_s": ready["first_s"]},
-                        "labels": ready["labels"],
-                        "bytes": ready["bytes"],
-                    }
-                    if self.clips:
-                        record["logits"] = worker.ask({"cmd": "logits", "clips": [c["path"] for c in self.clips]})[
-                            "logits"
-                        ]
                     workers[config.key] = worker
-                except WorkerError as error:
-                    record["error"] = str(error)
-                    self._advance(config.key, len(self.suite.cases()))
                 self._advance(config.key)
             for batch, seconds in self.suite.cases():
                 self._time_case(batch, seconds, workers, records)
@@ -312,6 +273,58 @@ class SuiteRun:
                 except WorkerError as error:
                     records[key]["error"] = str(error)
         return list(records.values())
+
+    def _export(self, model: ModelEntry, configs: list[Config]) -> dict[tuple[str, str], dict[str, Any]]:
+        """(precision, kind) → the export's record, each exported once for all the configurations that run it."""
+        from ser.export import FloatGraphs  # torch, like everything that exports
+
+        exports: dict[tuple[str, str], dict[str, Any]] = {}
+        audio = self.suite.data.path if self.suite.data else self.work / "clips"
+        with tempfile.TemporaryDirectory(prefix="ser-bench-graphs-") as graphs:
+            shared = FloatGraphs(Path(graphs))  # each precision starts from the same traced graph
+            for precision, kind in dict.fromkeys(c.export_key for c in configs):
+                suffix = "" if kind == "onnx" else f"-{kind}"
+                self._advance(f"{model.key}: exporting {precision}{'' if kind == 'onnx' else f' ({kind})'}", 0)
+                out = self.work / "bundles" / slug(f"{model.key}-{precision}{suffix}")
+                if kind == "openvino":
+                    exports[precision, kind] = peer_export_for(self.suite, model, precision, audio, out)
+                else:
+                    tensorrt = kind == "tensorrt"
+                    exports[precision, kind] = export_for(self.suite, model, precision, tensorrt, audio, out, shared)
+        return exports
+
+    def _start(self, config: Config, record: dict[str, Any]) -> Worker | None:
+        """The configuration's worker, loaded and warmed once (its cold start recorded), with the scored clips'
+        logits read; None with the record's error when it could not start."""
+        spec = {
+            **asdict(config.model),
+            "backend": config.backend,
+            "precision": config.precision,
+            "device": config.device,
+            "threads": config.threads,
+            "bundle": record.get("export", {}).get("bundle"),
+            "cold_case": [min(self.suite.batch_sizes), min(self.suite.durations)],
+        }
+        logs = self.work / "logs"
+        logs.mkdir(exist_ok=True)
+        worker = None
+        try:
+            worker = Worker(spec, logs / f"{slug(config.key)}.log")
+            ready = worker.ready
+            record |= {
+                "cold": {"load_s": ready["load_s"], "first_s": ready["first_s"]},
+                "labels": ready["labels"],
+                "bytes": ready["bytes"],
+            }
+            if self.clips:
+                record["logits"] = worker.ask({"cmd": "logits", "clips": [c["path"] for c in self.clips]})["logits"]
+            return worker
+        except WorkerError as error:
+            if worker is not None:
+                worker.close()
+            record["error"] = str(error)
+            self._advance(config.key, len(self.suite.cases()))
+            return None
 
     def _time_case(self, batch: int, seconds: float, workers: dict[str, Worker], records: dict) -> None:
         timing = self.suite.timing

@@ -2,7 +2,8 @@
 
 ONNX Runtime's transformer optimizer fuses attention only for the BERT/GPT patterns it knows, and
 finds none in the wav2vec2 family as torch.onnx exports it (0 of 12 layers). Instead of matching
-patterns after the fact, `fused_attention(model)` swaps each layer's attention core for
+patterns after the fact, `fused_attention(model)` swaps each layer's attention core (the class and
+method its family's ModelSpec.patches names) for
 `ser::multi_head_attention`, a torch op with an SDPA implementation that the exporter writes as
 ONNX Runtime's `com.microsoft.MultiHeadAttention` (see ser.export.onnx). Projections stay plain
 Linear layers, which the quantizer sees as MatMuls. Everything the layer adds to the scores (the
@@ -18,11 +19,8 @@ from types import MethodType
 
 import torch
 from torch import nn
-from transformers.models.data2vec.modeling_data2vec_audio import Data2VecAudioAttention
-from transformers.models.hubert.modeling_hubert import HubertAttention
-from transformers.models.unispeech_sat.modeling_unispeech_sat import UniSpeechSatAttention
-from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2Attention
-from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from ser.models.waveform import WaveformClassifier
 
 
 @torch.library.custom_op("ser::multi_head_attention", mutates_args=())
@@ -69,7 +67,7 @@ def _attend(layer: nn.Module, hidden_states: torch.Tensor, bias: torch.Tensor) -
 
 
 def _wav2vec2_forward(
-    self: Wav2Vec2Attention, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    self: nn.Module, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
 ) -> tuple[torch.Tensor, None]:
     if kwargs.get("key_value_states") is not None:
         raise ValueError("fused attention is self-attention only")
@@ -77,7 +75,7 @@ def _wav2vec2_forward(
 
 
 def _wavlm_core(
-    self: WavLMAttention,
+    self: nn.Module,
     hidden_states: torch.Tensor,
     attention_mask: torch.Tensor | None,
     gated_position_bias: torch.Tensor,
@@ -92,27 +90,27 @@ def _wavlm_core(
     return _attend(self, hidden_states, bias)
 
 
-# Families whose attention is the same code as wav2vec2's (same projections, mask and signature).
-_WAV2VEC2_STYLE = (Wav2Vec2Attention, HubertAttention, Data2VecAudioAttention, UniSpeechSatAttention)
+# ExportPatches.attention_method → its replacement. wav2vec2, HuBERT, data2vec-audio and UniSpeech-SAT share
+# wav2vec2's attention code (projections, mask, signature); WavLM computes its gated relative position bias
+# in `forward` and hands it to a separate core.
+_REPLACEMENTS = {"forward": _wav2vec2_forward, "torch_multi_head_self_attention": _wavlm_core}
 
 
 @contextmanager
-def fused_attention(model: nn.Module) -> Iterator[int]:
+def fused_attention(model: WaveformClassifier) -> Iterator[int]:
     """Within the block, every self-attention layer of `model` runs through `multi_head_attention`.
 
-    Yields how many layers were swapped (0 for models without attention, e.g. ResNet18). The
+    Yields how many layers were swapped (0 for a family without attention, e.g. ResNet18). The
     original methods come back on exit, so the same model can then serve as the reference.
     """
-    swapped: list[tuple[nn.Module, str]] = []
-    for module in model.modules():
-        if isinstance(module, _WAV2VEC2_STYLE):
-            module.forward = MethodType(_wav2vec2_forward, module)
-            swapped.append((module, "forward"))
-        elif isinstance(module, WavLMAttention):
-            module.torch_multi_head_self_attention = MethodType(_wavlm_core, module)
-            swapped.append((module, "torch_multi_head_self_attention"))
+    patches = model.patches
+    attention = patches.attention_class()
+    swapped = [m for m in model.modules() if attention is not None and isinstance(m, attention)]
+    replacement = _REPLACEMENTS[patches.attention_method]
+    for module in swapped:
+        setattr(module, patches.attention_method, MethodType(replacement, module))
     try:
         yield len(swapped)
     finally:
-        for module, name in swapped:
-            delattr(module, name)
+        for module in swapped:
+            delattr(module, patches.attention_method)

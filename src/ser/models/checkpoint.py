@@ -60,7 +60,7 @@ class LoadedModel:
 
     def waveform(self) -> WaveformClassifier:
         """The model behind the graph contract (audio, lengths) → logits."""
-        return WaveformClassifier(self.model, self.normalize)
+        return WaveformClassifier(self.model, self.normalize, self.spec.patches)
 
 
 def checkpoint_folder(path: Path) -> Path:

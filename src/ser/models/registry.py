@@ -62,6 +62,28 @@ class Head:
 
 
 @dataclass(frozen=True)
+class ExportPatches:
+    """How ser rewrites a family's modules for export, declared with the family rather than found by class:
+    the self-attention swapped for one fused operator (ser.models.attention), and the masked norms that make
+    padding invisible (ser.models.waveform)."""
+
+    attention: str | None = None  # "module:Class" of the family's self-attention layer; None: no attention
+    attention_method: str = "forward"  # the method replaced: wav2vec2-style `forward`, or WavLM's attention core
+    masked_group_norm: bool = False  # the first conv's per-channel GroupNorm (feat_extract_norm="group")
+    positional_stack: bool = False  # a stack of positional convolutions, re-zeroed past each row's end
+
+    def attention_class(self) -> type | None:
+        if self.attention is None:
+            return None
+        module, name = self.attention.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _attention(module: str, name: str, **patches: Any) -> ExportPatches:
+    return ExportPatches(f"transformers.models.{module}:{name}", **patches)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     name: str
     summary: str
@@ -72,6 +94,7 @@ class ModelSpec:
     normalize: bool  # zero-mean unit-variance waveform, when the checkpoint has no preprocessor config
     dropout_keys: tuple[str, ...]  # config fields that one training --dropout value sets
     from_scratch: dict[str, Any]  # config changes for training without a pretrained checkpoint
+    patches: ExportPatches = ExportPatches()
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
     fp16_tolerance: float = 5e-2  # the same for --fp16 (FP16 keeps ~3 significant digits)
 
@@ -134,6 +157,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="wav2vec2",
             summary="Wav2Vec2ForSequenceClassification (mean pooling, optional weighted layer sum, linear head)",
             heads=(Head("Wav2Vec2ForSequenceClassification", "wav2vec2"),),
+            patches=_attention("wav2vec2.modeling_wav2vec2", "Wav2Vec2Attention", masked_group_norm=True),
             encoders=_encoders("Wav2Vec2", "ForPreTraining"),
             normalize=True,
             **_TRANSFORMER,
@@ -142,6 +166,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="hubert",
             summary="HubertForSequenceClassification (mean pooling, linear head)",
             heads=(Head("HubertForSequenceClassification", "hubert"),),
+            patches=_attention("hubert.modeling_hubert", "HubertAttention", masked_group_norm=True),
             encoders=_encoders("Hubert"),
             normalize=True,
             **{**_TRANSFORMER, "default_size": "large"},
@@ -154,6 +179,12 @@ REGISTRY: dict[str, ModelSpec] = {
                 Head("WavLMForEmotion", "wavlm-emotion", module="ser.models.wavlm"),
                 Head("WavLMForSequenceClassification", "wavlm"),
             ),
+            patches=_attention(
+                "wavlm.modeling_wavlm",
+                "WavLMAttention",
+                attention_method="torch_multi_head_self_attention",
+                masked_group_norm=True,
+            ),
             encoders=_encoders("WavLM"),
             normalize=False,  # microsoft/wavlm-base-plus's feature extractor does not normalise
             **{**_TRANSFORMER, "dropout_keys": (*_TRANSFORMER_DROPOUT, "head_dropout")},
@@ -162,6 +193,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="data2vec-audio",
             summary="Data2VecAudioForSequenceClassification (mean pooling, linear head)",
             heads=(Head("Data2VecAudioForSequenceClassification", "data2vec-audio"),),
+            patches=_attention("data2vec.modeling_data2vec_audio", "Data2VecAudioAttention", positional_stack=True),
             encoders=_encoders("Data2VecAudio"),
             normalize=True,
             **{**_TRANSFORMER, "sizes": _DATA2VEC_SIZES},
@@ -170,6 +202,7 @@ REGISTRY: dict[str, ModelSpec] = {
             name="unispeech-sat",
             summary="UniSpeechSatForSequenceClassification (mean pooling, linear head)",
             heads=(Head("UniSpeechSatForSequenceClassification", "unispeech-sat"),),
+            patches=_attention("unispeech_sat.modeling_unispeech_sat", "UniSpeechSatAttention", masked_group_norm=True),
             encoders=_encoders("UniSpeechSat", "ForPreTraining"),
             normalize=False,  # microsoft/unispeech-sat-base's feature extractor does not normalise
             **_TRANSFORMER,

@@ -19,30 +19,29 @@ from ser.models.frontends import (
     length_mask,
     masked_normalize,
 )
+from ser.models.registry import ExportPatches
 
 
 class WaveformClassifier(nn.Module):
-    def __init__(self, model: PreTrainedModel, normalize: bool):
+    def __init__(self, model: PreTrainedModel, normalize: bool, patches: ExportPatches):
         """`model` takes (input_values, attention_mask) and returns `.logits`; `normalize` mirrors
-        the checkpoint's feature extractor (`do_normalize`)."""
+        the checkpoint's feature extractor (`do_normalize`); `patches` are its family's (ModelSpec.patches)."""
         super().__init__()
         self.model = model.eval()
         self.normalize = normalize
+        self.patches = patches
         self.group_norm: MaskedGroupNormConvLayer | None = None
-        encoder = getattr(model.base_model, "feature_extractor", None)
-        if encoder is not None and getattr(model.config, "feat_extract_norm", None) == "group":
-            first = encoder.conv_layers[0]
-            if not isinstance(first, MaskedGroupNormConvLayer):
-                first = MaskedGroupNormConvLayer(first)
-                encoder.conv_layers[0] = first
-            self.group_norm = first
+        if patches.masked_group_norm and model.config.feat_extract_norm == "group":
+            layers = model.base_model.feature_extractor.conv_layers
+            if not isinstance(layers[0], MaskedGroupNormConvLayer):  # the same model wrapped twice
+                layers[0] = MaskedGroupNormConvLayer(layers[0])
+            self.group_norm = layers[0]
         self.positional: MaskedPositionalConvStack | None = None
-        transformer = getattr(model.base_model, "encoder", None)
-        stack = getattr(transformer, "pos_conv_embed", None)
-        if isinstance(stack, MaskedPositionalConvStack):
-            self.positional = stack
-        elif isinstance(getattr(stack, "layers", None), nn.ModuleList) and len(stack.layers) > 1:
-            self.positional = transformer.pos_conv_embed = MaskedPositionalConvStack(stack)
+        if patches.positional_stack:
+            encoder = model.base_model.encoder
+            if not isinstance(encoder.pos_conv_embed, MaskedPositionalConvStack):
+                encoder.pos_conv_embed = MaskedPositionalConvStack(encoder.pos_conv_embed)
+            self.positional = encoder.pos_conv_embed
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """audio: float32 [batch, samples] at 16 kHz, right-padded; lengths: int64 [batch] → logits [batch, labels]."""
