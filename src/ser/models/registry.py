@@ -58,7 +58,12 @@ class Head:
     module: str = "transformers"
 
     def load(self) -> type[PreTrainedModel]:
-        return getattr(importlib.import_module(self.module), self.name)
+        return _import(self.module, self.name)
+
+
+def _import(module: str, name: str) -> type:
+    """A class named as data, imported when first needed (this module stays torch-free)."""
+    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)
@@ -75,8 +80,7 @@ class ExportPatches:
     def attention_class(self) -> type | None:
         if self.attention is None:
             return None
-        module, name = self.attention.split(":")
-        return getattr(importlib.import_module(module), name)
+        return _import(*self.attention.split(":"))
 
 
 def _attention(module: str, name: str, **patches: Any) -> ExportPatches:
