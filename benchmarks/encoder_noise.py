@@ -4,12 +4,12 @@ involved, so what it measures is the model's own conditioning, not the quantizer
     python benchmarks/encoder_noise.py --data CORPUS [--models wav2vec2 wavlm wavlm-stock] [--clips 60]
         [--out benchmarks/results/encoder_noise.json]
 
-Each model is built at base size with random weights and int8_gate.py's decisive head (logit spread 4),
-as the gate benchmark builds it. Before each of feature-encoder convolutions 2-7 (the ones static INT8
-quantizes), uniform noise of one 8-bit step, (max - min) / 255 of that input, is added: the rounding a
-per-tensor 8-bit activation would carry at best. Recorded: top-1 agreement of the noisy model with the
-clean one on `--clips` clips of CORPUS cut to 3 s, and the largest logit change. `wavlm-stock` is
-WavLMForSequenceClassification (mean pooling) instead of ser's enhanced head.
+Each model is built at base size with random weights and the decisive head of `decisive_head.py` (clip-
+to-clip logit spread 4), as the gate benchmark builds it. Before each of feature-encoder convolutions
+2-7 (the ones static INT8 quantizes), uniform noise of one 8-bit step, (max - min) / 255 of that input,
+is added: the rounding a per-tensor 8-bit activation would carry at best. Recorded: top-1 agreement of
+the noisy model with the clean one on `--clips` clips of CORPUS cut to 3 s, and the largest logit
+change. `wavlm-stock` is WavLMForSequenceClassification (mean pooling) instead of ser's enhanced head.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from int8_gate import decisive_checkpoint
+from decisive_head import decisive_checkpoint
 
 from ser.bench.environment import cpu_info
 from ser.export.calibration import AudioFolderReader
@@ -65,7 +65,7 @@ def main() -> None:
             if name == "wavlm-stock":  # build the stock head: put it first for this checkpoint only
                 REGISTRY[model] = ModelSpec(**{**spec.__dict__, "heads": spec.heads[::-1]})
             try:
-                decisive_checkpoint(model, "base", 4.0, args.data, folder)
+                head = decisive_checkpoint(model, "base", args.data, folder)
             finally:
                 REGISTRY[model] = spec
             clean, noisy = logits(model, folder, clips, False), logits(model, folder, clips, True)
@@ -74,6 +74,7 @@ def main() -> None:
                 "agreement": float(np.mean(clean.argmax(1) == noisy.argmax(1))),
                 "max_abs_logit_change": round(float(np.abs(clean - noisy).max()), 3),
                 "logit_std": round(float(clean.std()), 2),
+                "head": head,
             }
             print(name, results[name], flush=True)
     report = {"machine": cpu_info(), "clips": len(clips), "date": time.strftime("%Y-%m-%d"), "results": results}

@@ -4,14 +4,14 @@
         [--demo-runs demo/runs] [--threads 2] [--runs 10] [--out benchmarks/results/int8_gate.json]
 
 Each model is exported the way `ser-export --int8 static` does by default: 50 calibration clips of
-CORPUS, the gate on 300 other clips (99 % top-1 agreement with FP32 PyTorch shown at 95 % confidence,
-≤ 0.5 macro-F1 points lost, ≤ 50 % of the nodes back in FP32). Base and large models have random
-weights and a decisive head (a `model:size[:spread]` entry: the last layer rescaled so that PyTorch's
-logits have a standard deviation of `spread` units, 4 by default, as the issue's "logits spread over
-several units"; a small spread makes near-ties and forces the FP32-fallback search); `--demo-runs` adds the
-demo's trained tiny models. Recorded per model: the export's wall time
-and its parts, every candidate the search scored, and, for a passed gate, the speed of the bundle
-against PyTorch eager FP32 at batch 1, one 4 s clip, `--threads` threads, in interleaved rounds.
+CORPUS, the gate on 300 other clips (99 % top-1 agreement with FP32 PyTorch shown at 95 % confidence, ≤
+0.5 macro-F1 points lost, ≤ 50 % of the nodes back in FP32). Base and large models have random weights
+and a decisive head (`decisive_head.py`: the last layer centred and scaled so that PyTorch's logits
+differ between clips by `spread` units, 4 by default, for a `model:size[:spread]` entry; how the head's
+answers spread over the labels is recorded, since a model that answers one label shows nothing);
+`--demo-runs` adds the demo's trained tiny models. Recorded per model: the export's wall time and its
+parts, every candidate the search scored, and, for a passed gate, the speed of the bundle against
+PyTorch eager FP32 at batch 1, one 4 s clip, `--threads` threads, in interleaved rounds.
 CORPUS needs at least 350 clips (`ser-data synth --per-class 60`).
 """
 
@@ -26,34 +26,12 @@ from pathlib import Path
 
 import torch
 from cpu_speedup import time_rounds
+from decisive_head import decisive_checkpoint
 
 from ser.bench.environment import cpu_info
 from ser.export import ExportGateError, ExportOptions, Int8Options, export_bundle
-from ser.export.calibration import AudioFolderReader
-from ser.models import get_spec, load_model
+from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
-
-
-def decisive_checkpoint(model: str, size: str, spread: float, data: str, folder: Path) -> tuple[Path, float]:
-    """Random weights whose last Linear layer is rescaled so that PyTorch's logits on 16 clips of `data` have a
-    standard deviation of `spread` (a random head gives near-ties; a trained one does not). Returns the
-    checkpoint and the spread reached."""
-    torch.manual_seed(0)
-    built = get_spec(model).build(size)
-    head = [m for m in built.modules() if isinstance(m, torch.nn.Linear)][-1]
-    torch.nn.init.normal_(head.weight, std=1 / head.in_features**0.5)
-    built.save_pretrained(folder)
-    clips = AudioFolderReader.from_folder(data, 16, seed=99).clips
-    module = load_model(model, str(folder)).waveform()
-    with torch.inference_mode():
-        logits = torch.cat([module(torch.from_numpy(c)[None], torch.tensor([len(c)])) for c in clips])
-    factor = spread / float(logits.std())
-    with torch.no_grad():
-        head.weight *= factor
-        if head.bias is not None:
-            head.bias *= factor
-    built.save_pretrained(folder)
-    return folder, spread
 
 
 def gated(name: str, model: str, checkpoint: Path, data: str, threads: int, runs: int, work: Path) -> dict:
@@ -114,9 +92,9 @@ def main() -> None:
             jobs.append((entry, model, float(scale[0]) if scale else 4.0, size))
         for entry, model, spread, size in jobs:
             work = Path(tmp) / entry.replace(":", "-")
-            checkpoint, _ = decisive_checkpoint(model, size, spread, args.data, work / "checkpoint")
-            records.append(gated(entry, model, checkpoint, args.data, args.threads, args.runs, work))
-            records[-1]["logit_spread"] = spread
+            head = decisive_checkpoint(model, size, args.data, work / "checkpoint", spread)
+            records.append(gated(entry, model, work / "checkpoint", args.data, args.threads, args.runs, work))
+            records[-1]["head"] = head
             print(json.dumps(records[-1]), flush=True)
         if args.demo_runs is not None:
             for run in sorted(p for p in args.demo_runs.iterdir() if (p / "checkpoint").exists()):

@@ -3,12 +3,13 @@
     python benchmarks/int8_targets.py --data CORPUS [--model wav2vec2:base] [--clips 60] [--threads 2]
         [--out benchmarks/results/int8_targets.json]
 
-Builds the model at its size with random weights and a decisive head (logits spread over several
-units, so top-1 agreement means something), saves it as a checkpoint, then exports static and dynamic
-INT8 for both targets from one traced FP32 graph (gate open: this measures, it does not judge). Each
-bundle answers `--clips` clips of CORPUS (any folder of speech, e.g. `ser-data synth`); agreement and the
-largest logit error are against PyTorch FP32 on the same clips. Speed: one 4 s clip at batch 1 with
-`--threads`, PyTorch eager FP32 and every bundle timed in interleaved rounds (cpu_speedup.py's method).
+Builds the model at its size with random weights and a decisive head (`decisive_head.py`: logits that
+differ between clips by several units, so top-1 agreement means something), saves it as a checkpoint,
+then exports static and dynamic INT8 for both targets from one traced FP32 graph (gate open: this
+measures, it does not judge). Each bundle answers `--clips` clips of CORPUS (any folder of speech, e.g.
+`ser-data synth`); agreement and the largest logit error are against PyTorch FP32 on the same clips.
+Speed: one 4 s clip at batch 1 with `--threads`, PyTorch eager FP32 and every bundle timed in
+interleaved rounds (cpu_speedup.py's method).
 The machine's CPU and its INT8 numerics class are recorded with the results.
 """
 
@@ -25,11 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from cpu_speedup import time_rounds
+from decisive_head import answers, decisive_checkpoint
 
 from ser.bench.environment import cpu_info
 from ser.export import ExportOptions, FloatGraphs, Gate, Int8Options, export_bundle
 from ser.export.calibration import AudioFolderReader
-from ser.models import get_spec, load_model
+from ser.models import load_model
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 
 VARIANTS = {
@@ -37,15 +39,6 @@ VARIANTS = {
     for mode in ("static", "dynamic")
     for target in ("portable", "vnni")
 }
-
-
-def decisive_checkpoint(model: str, size: str, folder: Path) -> Path:
-    torch.manual_seed(0)
-    built = get_spec(model).build(size)
-    head = [m for m in built.modules() if isinstance(m, torch.nn.Linear)][-1]
-    torch.nn.init.normal_(head.weight, std=8.0 / head.in_features**0.5)  # logits of a few units
-    built.save_pretrained(folder)
-    return folder
 
 
 def main() -> None:
@@ -61,7 +54,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="ser-int8-targets-") as tmp:
         work = Path(tmp)
-        checkpoint = decisive_checkpoint(model, size, work / "checkpoint")
+        checkpoint = work / "checkpoint"
+        head = decisive_checkpoint(model, size, args.data, checkpoint)
         module = load_model(model, checkpoint).waveform()
         base = ExportOptions(
             model, checkpoint=str(checkpoint), calibration_data=args.data, eval_data=args.data,
@@ -112,6 +106,8 @@ def main() -> None:
         "clips": len(clips),
         "threads": args.threads,
         "reference_logit_std": round(spread, 2),
+        "head": head,
+        "reference_answers": answers(reference),
         "pytorch_median_ms": round(1000 * medians["pytorch"], 1),
         "date": time.strftime("%Y-%m-%d"),
         "results": results,

@@ -2,11 +2,15 @@
 and per-node sensitivity, all through real ONNX Runtime quantization and sessions."""
 
 import dataclasses
+import logging
+import shutil
 from collections import Counter
 
 import numpy as np
 import onnx
 import pytest
+import safetensors.torch
+import torch
 
 from ser.bundle import Bundle
 from ser.export import ExportGateError, ExportOptions, Gate, Int8Options, export_bundle
@@ -60,6 +64,8 @@ def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkp
     # judged on clips the quantizer never saw: 42 in the corpus, 20 calibrated on, 22 left of the 24 asked for
     assert 0 <= q["agreement"] <= 1 and q["clips"] == 22
     assert q["evaluation"]["disjoint_from_calibration"] and q["evaluation"]["excluded_calibration_clips"] == 20
+    answers = q["evaluation"]["reference_answers"]
+    assert set(answers) == set(bundle.manifest.labels) and sum(answers.values()) == 22
     v = bundle.manifest.validation  # recorded against PyTorch; the gate, not a tolerance, decides
     assert v["tolerance"] is None and v["passed"] and v["max_abs_logit_error"] > 0
 
@@ -97,6 +103,22 @@ def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_check
         weight = node.input[1]
         assert weight in initializers or producers.get(weight) != "DequantizeLinear", f"{node.name} is not FP32"
     assert q["quantized_nodes"] + len(q["fp32_nodes"]) == 22  # 23 with a constant weight, less the waveform conv
+
+
+def test_a_reference_that_answers_one_label_everywhere_is_called_out(tmp_path, tiny_checkpoint, synth_corpus, caplog):
+    # The bias outweighs what the clips change: PyTorch says "fearful" for every clip, and any graph agrees
+    # (dynamic INT8: no calibration clips, so all 24 evaluate).
+    checkpoint = tmp_path / "one-label"
+    shutil.copytree(tiny_checkpoint("wav2vec2"), checkpoint)
+    weights = safetensors.torch.load_file(checkpoint / "model.safetensors")
+    weights["classifier.bias"] = torch.tensor([0.0, 0.0, 50.0, 0.0, 0.0, 0.0, 0.0])
+    safetensors.torch.save_file(weights, checkpoint / "model.safetensors", metadata={"format": "pt"})
+    options = dataclasses.replace(int8_options(tiny_checkpoint, synth_corpus, "dynamic", OPEN_GATE),
+                                  checkpoint=str(checkpoint))  # fmt: skip
+    with caplog.at_level(logging.WARNING, logger="ser.export.exporter"):
+        bundle = export_bundle(options, tmp_path / "b")
+    assert bundle.manifest.quantization["evaluation"]["reference_answers"]["fearful"] == 24
+    assert "answers 'fearful' for 24 of 24 evaluation clips" in caplog.text
 
 
 def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoint, synth_corpus):

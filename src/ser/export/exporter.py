@@ -320,6 +320,12 @@ def _quantize(
     started = time.perf_counter()
     reference = Reference.compute(module, evaluation, labels)
     seconds = {"reference": time.perf_counter() - started, "rank": 0.0}
+    if (dominant := reference.dominant_answer()) is not None:
+        log.warning(
+            "%s: FP32 PyTorch answers %r for %d of %d evaluation clips, so agreement on them shows little about "
+            "other speech: evaluate on clips of every class (--eval-data)",
+            evaluation.folder, dominant[0], dominant[1], len(evaluation),
+        )  # fmt: skip
     with Progress(transient=True, disable=not show_progress) as progress:
         task = progress.add_task("calibrating", total=len(calibration) if calibration else 0)
         quantizer = Quantizer(float_path, int8, calibration, work, on_feed=lambda: progress.advance(task))
@@ -356,6 +362,7 @@ def _quantize(
             "seed": evaluation.seed,
             "disjoint_from_calibration": True,
             "excluded_calibration_clips": evaluation.excluded,
+            "reference_answers": reference.answers(),  # PyTorch's top-1 per label: one label everywhere shows little
         },
         "gate": asdict(options.gate),
         "target": "tensorrt" if int8.symmetric else int8.target,

@@ -131,6 +131,17 @@ class Reference:
         truth = reader.label_indices(labels) if reader.labelled else None
         return cls(logits, truth, labels)
 
+    def answers(self) -> dict[str, int]:
+        """How often PyTorch answers each label on the evaluation clips."""
+        counts = np.bincount(self.logits.argmax(axis=1), minlength=len(self.labels))
+        return {label: int(count) for label, count in zip(self.labels, counts, strict=True)}
+
+    def dominant_answer(self, share: float = 0.9) -> tuple[str, int] | None:
+        """The label PyTorch answers for at least `share` of the clips, with its count; None if there is none.
+        Agreeing with a model that answers one label everywhere is easy and shows little about other speech."""
+        label, count = max(self.answers().items(), key=lambda item: item[1])
+        return (label, count) if count >= share * len(self.logits) else None
+
     def macro_f1(self, logits: np.ndarray) -> float | None:
         if self.truth is None:
             return None
