@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import statistics
 import tempfile
 import time
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_gate.json"))
     args = parser.parse_args()
+    # the export's own steps, timestamped: where a gated export's time goes, refusals included
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(args.threads)
     records = []
     with tempfile.TemporaryDirectory(prefix="ser-int8-gate-") as tmp:

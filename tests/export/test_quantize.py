@@ -3,6 +3,7 @@ and per-node sensitivity, all through real ONNX Runtime quantization and session
 
 import dataclasses
 import logging
+import re
 import shutil
 from collections import Counter
 
@@ -88,6 +89,7 @@ def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_check
     assert q["fp32_nodes"], "full INT8 should have missed a 100% agreement gate on this model"
     search = q["search"]
     assert search[0]["fp32_nodes"] == 0 and search[0]["scored"] < 22, "a hopeless candidate stops at its first miss"
+    assert search[1]["fp32_nodes"] == 22 and search[1]["passed"], "the budget is tried before the climb"
     assert search[-1]["passed"] or any(step["passed"] for step in search)
     passing = [step["fp32_nodes"] for step in search if step["passed"]]
     assert min(passing) == len(q["fp32_nodes"]), "the bundle keeps the fewest FP32 nodes that passed"
@@ -119,6 +121,14 @@ def test_a_reference_that_answers_one_label_everywhere_is_called_out(tmp_path, t
         bundle = export_bundle(options, tmp_path / "b")
     assert bundle.manifest.quantization["evaluation"]["reference_answers"]["fearful"] == 24
     assert "answers 'fearful' for 24 of 24 evaluation clips" in caplog.text
+
+
+def test_a_refusal_costs_two_candidates_the_full_graph_and_the_budget(tmp_path, tiny_checkpoint, synth_corpus):
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.2, **POINT)  # 4 of 22 nodes: too few
+    with pytest.raises(ExportGateError, match=r"even with 4 of 22 nodes") as refused:
+        export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
+    tried = re.findall(r"(\d+) FP32 →", str(refused.value))
+    assert tried == ["0", "4"], "no climb below a budget that already failed"
 
 
 def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoint, synth_corpus):

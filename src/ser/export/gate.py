@@ -244,9 +244,11 @@ def search_fp32_fallback(
     gate: Gate,
     work_dir: Path,
 ) -> tuple[Path, FallbackResult]:
-    """Quantize everything; if the gate fails, keep the top-ranked nodes FP32 — 1, 2, 4, ... up to the
-    budget — until it passes, then bisect between the last failing and the first passing count for the
-    fewest FP32 nodes that pass. Returns the passing graph's path; raises ExportGateError otherwise.
+    """Quantize everything; if the gate fails, try the budget first (the most top-ranked nodes FP32 it
+    allows): if even that fails, give up at once, since a refusal should not cost a whole search. Otherwise
+    keep 1, 2, 4, ... top-ranked nodes FP32 until one passes, then bisect between the last failing and the
+    first passing count for the fewest FP32 nodes that pass. Returns the passing graph's path; raises
+    ExportGateError otherwise.
 
     `quantize(out, exclude)` writes a candidate, `evaluate(path)` scores it, `rank(path)` orders the
     quantizable nodes from most to least sensitive using the fully quantized candidate. Every graph
@@ -268,15 +270,17 @@ def search_fp32_fallback(
     if result.passed:
         return candidate, FallbackResult(result, (), tuple(tried))
     ranked = rank(candidate)
-    failed, count = 0, 1
-    while count <= budget:
-        candidate, result = attempt(count)
-        if result.passed:
-            break
-        failed = count
-        if count == budget:
-            break
-        count = min(2 * count, budget)
+    if budget > 0:
+        candidate, result = attempt(budget)
+    failed, passing = 0, budget
+    if result.passed:  # climb 1, 2, 4, ... to the first count that passes too
+        count = 1
+        while count < budget:
+            lower = attempt(count)
+            if lower[1].passed:
+                passing, (candidate, result) = count, lower
+                break
+            failed, count = count, 2 * count
     if not result.passed:
         history = "; ".join(f"{n} FP32 → {r.describe()}" for n, r in tried)
         raise ExportGateError(
@@ -285,7 +289,7 @@ def search_fp32_fallback(
             f"{gate.max_f1_drop} points) even with {budget} of {len(quantizable)} nodes in FP32 "
             f"(--max-fp32-fraction {gate.max_fp32_fraction}): {history}; no bundle written"
         )
-    passing, best = count, (candidate, result)
+    best = candidate, result
     while passing - failed > 1:  # the fewest nodes in FP32 between a count that failed and one that passed
         middle = (failed + passing) // 2
         candidate, result = attempt(middle)
