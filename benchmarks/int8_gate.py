@@ -88,7 +88,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_gate.json"))
     args = parser.parse_args()
     # the export's own steps, timestamped: where a gated export's time goes, refusals included
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.basicConfig(format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("ser").setLevel(logging.INFO)
     torch.set_num_threads(args.threads)
     records = []
     with tempfile.TemporaryDirectory(prefix="ser-int8-gate-") as tmp:
