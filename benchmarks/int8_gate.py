@@ -1,18 +1,17 @@
 """Gated static INT8 on one CPU: what the default gate costs and what the gated bundle gains.
 
     python benchmarks/int8_gate.py --data CORPUS [--models wav2vec2:base wavlm:base hubert:large]
-        [--demo-runs demo/runs] [--mode static|dynamic] [--threads 2] [--runs 10]
-        [--out benchmarks/results/int8_gate.json]
+        [--demo-runs demo/runs] [--threads 2] [--runs 10] [--out benchmarks/results/int8_gate.json]
 
-Each model is exported the way `ser-export --int8 static` (or `--mode dynamic`) does by default: 50
-calibration clips of CORPUS, the gate on 300 other clips (99 % top-1 agreement with FP32 PyTorch shown
-at 95 % confidence, ≤ 0.5 macro-F1 points lost, ≤ 50 % of the nodes back in FP32). Base and large models
-have random weights and a decisive head (`decisive_head.py`: the last layer centred and scaled so that
-PyTorch's logits differ between clips by `spread` units, 4 by default, for a `model:size[:spread]`
-entry; how the head's answers spread over the labels is recorded, since a model that answers one label
-shows nothing); `--demo-runs` adds the demo's trained tiny models. Recorded per model: the export's wall
-time and its parts, every candidate the search scored, and, for a passed gate, the speed of the bundle
-against PyTorch eager FP32 at batch 1, one 4 s clip, `--threads` threads, in interleaved rounds.
+Each model is exported the way `ser-export --int8 static` does by default: 50 calibration clips of
+CORPUS, the gate on 300 other clips (99 % top-1 agreement with FP32 PyTorch shown at 95 % confidence, ≤
+0.5 macro-F1 points lost, ≤ 50 % of the nodes back in FP32). Base and large models have random weights
+and a decisive head (`decisive_head.py`: the last layer centred and scaled so that PyTorch's logits
+differ between clips by `spread` units, 4 by default, for a `model:size[:spread]` entry; how the head's
+answers spread over the labels is recorded, since a model that answers one label shows nothing);
+`--demo-runs` adds the demo's trained tiny models. Recorded per model: the export's wall time and its
+parts, every candidate the search scored, and, for a passed gate, the speed of the bundle against
+PyTorch eager FP32 at batch 1, one 4 s clip, `--threads` threads, in interleaved rounds.
 CORPUS needs at least 350 clips (`ser-data synth --per-class 60`).
 """
 
@@ -39,7 +38,7 @@ from ser.runtime.onnxrt import OnnxRuntimeBackend
 def gated(name: str, model: str, checkpoint: Path, args: argparse.Namespace, work: Path) -> dict:
     data, threads, runs = args.data, args.threads, args.runs
     options = ExportOptions(
-        model, checkpoint=str(checkpoint), int8=Int8Options(args.mode), calibration_data=data, calibration_clips=50
+        model, checkpoint=str(checkpoint), int8=Int8Options("static"), calibration_data=data, calibration_clips=50
     )
     started = time.perf_counter()
     try:
@@ -82,7 +81,6 @@ def main() -> None:
     parser.add_argument("--data", required=True)
     parser.add_argument("--models", nargs="*", default=["wav2vec2:base", "wavlm:base", "hubert:large"])
     parser.add_argument("--demo-runs", type=Path, default=None, help="the demo's run folders (trained tiny models)")
-    parser.add_argument("--mode", choices=("static", "dynamic"), default="static", help="the INT8 mode to export")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/int8_gate.json"))
@@ -110,7 +108,6 @@ def main() -> None:
                 print(json.dumps(records[-1]), flush=True)
     report = {
         "machine": cpu_info(),
-        "mode": args.mode,
         "threads": args.threads,
         "date": time.strftime("%Y-%m-%d"),
         "results": records,
