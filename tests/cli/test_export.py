@@ -106,15 +106,21 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path, signal_number):
     out = tmp_path / "bundles" / "hubert"
     command = [SCRIPTS / "ser-export", "--model", "hubert", "--size", "tiny", "--random-init", "--out", out]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
-    for line in process.stderr:  # wait until the export is under way: staging and temporary folders exist
+    for line in process.stderr:  # wait until the export is under way
         if "exporting hubert" in line:
             break
-    time.sleep(1.0)
 
     def ours() -> list:  # torch and others keep caches in TMPDIR too; ser's temporary graphs are ser-export-*
         return [p for p in scratch.iterdir() if p.name.startswith("ser-export-")]
 
-    assert ours() and any(p.name.startswith(".hubert.staging-") for p in out.parent.iterdir())
+    def staged() -> bool:
+        return out.parent.is_dir() and any(p.name.startswith(".hubert.staging-") for p in out.parent.iterdir())
+
+    # Signal as soon as the staging and temporary folders exist: a fixed wait let a fast machine finish first.
+    deadline = time.monotonic() + 30
+    while not (ours() and staged()) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    assert ours() and staged(), "the export never reached its staging folder"
     process.send_signal(signal_number)
     process.communicate(timeout=120)
     assert process.returncode != 0
