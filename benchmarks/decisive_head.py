@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from ser.export.calibration import AudioFolderReader
+from ser.export.validate import as_backend
 from ser.models import get_spec, load_model
 
 
 def _logits(model: str, folder: Path, clips: tuple[np.ndarray, ...]) -> np.ndarray:
-    module = load_model(model, str(folder)).waveform()
-    with torch.inference_mode():
-        return np.concatenate([module(torch.from_numpy(c)[None], torch.tensor([len(c)])).numpy() for c in clips])
+    with as_backend(load_model(model, str(folder)).waveform()) as reference:  # as the gate's reference runs
+        return reference.logits_each(clips)
 
 
 def answers(logits: np.ndarray) -> dict:
