@@ -110,3 +110,34 @@ def without_root_privileges(command: list) -> list:
     if setpriv is None:
         pytest.skip("running as root without setpriv (util-linux): a mode-000 file would still be readable")
     return [setpriv, "--bounding-set=-dac_override,-dac_read_search", *map(str, command)]
+
+
+@pytest.fixture(scope="session")
+def dimensional_checkpoint(tmp_path_factory) -> Path:
+    """A tiny checkpoint in audeering's dimensional layout (Wav2Vec2ForSpeechClassification, regression,
+    arousal/dominance/valence, stable layer norm), saved as the published code leaves one."""
+    from transformers import Wav2Vec2Config
+
+    from ser.models import get_spec
+    from tests.export.speech_classification_reference import DIMENSIONS, save_checkpoint
+
+    config = Wav2Vec2Config(
+        **get_spec("wav2vec2").sizes["tiny"],
+        feat_extract_norm="layer",
+        do_stable_layer_norm=True,
+        conv_bias=True,
+        problem_type="regression",
+        id2label=dict(enumerate(DIMENSIONS)),
+        label2id={d: i for i, d in enumerate(DIMENSIONS)},
+    )
+    path = tmp_path_factory.mktemp("dimensional") / "checkpoint"
+    return save_checkpoint(path, "wav2vec2", config, "mean", normalize=True, attention_mask=True)
+
+
+@pytest.fixture(scope="session")
+def dimensional_bundle(dimensional_checkpoint, tmp_path_factory) -> Path:
+    """The dimensional checkpoint's FP32 bundle, with the pooled-embedding output."""
+    from ser.export import ExportOptions, export_bundle
+
+    out = tmp_path_factory.mktemp("dimensional-bundle") / "bundle"
+    return export_bundle(ExportOptions(checkpoint=str(dimensional_checkpoint), embedding=True), out).path

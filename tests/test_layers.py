@@ -9,7 +9,7 @@ import pytest
 SRC = Path(__file__).parents[1] / "src"
 # Lowest first. `ser` itself is only the version and the lazy public face (ser.load, ser.export).
 LAYERS = (
-    ("ser", "ser.labels", "ser.staging"),
+    ("ser", "ser.labels", "ser.staging", "ser.answer"),
     ("ser.audio", "ser.bundle", "ser.metrics"),
     ("ser.runtime", "ser.data"),
     ("ser.serve", "ser.models"),

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ser.answer import CATEGORIES, KINDS, AnswerSpec
 from ser.labels import LABELS, canonical_labels, label_problem
 from ser.staging import StagedFolder
 
@@ -23,6 +24,7 @@ MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 ORT_TENSORRT_CACHE = "ort-tensorrt-cache"  # where ONNX Runtime's TensorRT provider keeps its engines
 CACHE_DIRS = (ORT_TENSORRT_CACHE,)  # folders the runtime itself writes into a bundle; not checked
+LOGITS, EMBEDDING = "logits", "embedding"  # the graph's outputs: the answer, and the optional pooled embedding
 
 
 class BundleError(ValueError):
@@ -63,11 +65,27 @@ class Manifest:
     quantization: dict[str, Any] = field(default_factory=dict)  # mode, calibration, gate, FP32 nodes, sizes
     engines: tuple[dict[str, Any], ...] = ()  # TensorRT plans: file, GPU and TensorRT they were built for, profiles
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
+    # what the logits are: {"kind": "categories"|"dimensions"}; `labels` names them in order (labels, or dimensions)
+    answer: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
         if not self.canonical_labels:  # manifests from before canonical labels: derived from the labels
             object.__setattr__(self, "canonical_labels", canonical_labels(self.labels))
+        if not self.answer:  # manifests from before dimensional answers: categories, named by the labels
+            object.__setattr__(self, "answer", {"kind": CATEGORIES})
+
+    @property
+    def answer_spec(self) -> AnswerSpec:
+        """How the runtime reads the logits (ser.answer)."""
+        kind = self.answer["kind"]
+        return AnswerSpec(kind, self.labels, self.canonical_labels if kind == CATEGORIES else ())
+
+    @property
+    def embedding_size(self) -> int | None:
+        """The width of the optional pooled-embedding output (`ser-export --embedding`), or None."""
+        spec = next((t for t in self.outputs if t.name == EMBEDDING), None)
+        return spec.shape[1] if spec is not None and isinstance(spec.shape[1], int) else None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"
@@ -96,6 +114,7 @@ class Manifest:
                 quantization=dict(data.get("quantization", {})),
                 engines=tuple(dict(engine) for engine in data.get("engines", ())),
                 files=dict(data["files"]),
+                answer=dict(data.get("answer") or {}),
                 format_version=version,
             )
         except KeyError as e:
@@ -118,19 +137,31 @@ class Manifest:
         problem = label_problem(self.labels, self.num_logits)
         if problem is not None:
             raise BundleError(f"{where}: labels: {problem}; re-export the bundle")
+        if self.answer.get("kind") not in KINDS:
+            raise BundleError(
+                f"{where}: answer must be {{\"kind\": one of {', '.join(KINDS)}}}, got {self.answer}; "
+                "re-export the bundle"
+            )
+        if self.outputs[0].name != LOGITS or any(t.name not in (LOGITS, EMBEDDING) for t in self.outputs):
+            raise BundleError(f"{where}: outputs must be {LOGITS} and optionally {EMBEDDING}")
         if len(self.canonical_labels) != len(self.labels) or any(
             c is not None and c not in LABELS for c in self.canonical_labels
         ):
             raise BundleError(f"{where}: canonical_labels must give one of {', '.join(LABELS)} or null per label")
 
 
-def graph_signature(num_labels: int) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
-    """The graph contract every bundle follows: (inputs, outputs)."""
+def graph_signature(
+    num_labels: int, embedding_size: int | None = None
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """The graph contract every bundle follows: (inputs, outputs); the pooled embedding only when asked for."""
     inputs = (
         TensorSpec("audio", "float32", ("batch", "samples")),
         TensorSpec("lengths", "int64", ("batch",)),
     )
-    return inputs, (TensorSpec("logits", "float32", ("batch", num_labels)),)
+    outputs = (TensorSpec(LOGITS, "float32", ("batch", num_labels)),)
+    if embedding_size is not None:
+        outputs += (TensorSpec(EMBEDDING, "float32", ("batch", embedding_size)),)
+    return inputs, outputs
 
 
 def sha256_file(path: Path) -> str:

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -98,3 +99,37 @@ def test_a_bad_suite_is_refused_before_anything_runs(tmp_path):
     result = CliRunner().invoke(bench_command, ["run", str(suite), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2 and "batch_sizes[0]: must be at least 1" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_dimensional_model_is_scored_by_ccc_against_pytorch_and_the_ratings(
+    tmp_path, write_clip, dimensional_checkpoint
+):
+    """A ratings CSV (path,arousal,dominance,valence): every backend's CCC per dimension against the ratings,
+    and its fidelity to PyTorch as the lowest CCC of its dimensions."""
+    rows = [{"path": write_clip(f"{i}.wav", seconds=0.6 + 0.2 * i, seed=i).name, "arousal": 0.1 * i,
+             "dominance": 0.5 - 0.05 * i, "valence": (i % 3) / 3} for i in range(6)]  # fmt: skip
+    with (tmp_path / "ratings.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    suite = {
+        "name": "dimensional",
+        "models": [{"model": "wav2vec2", "checkpoint": str(dimensional_checkpoint)}],
+        "backends": ["pytorch-eager", "onnxruntime-cpu"],
+        "batch_sizes": [1],
+        "durations": [0.5],
+        "threads": [1],
+        "data": {"path": str(tmp_path / "ratings.csv"), "dimensions": ["arousal", "dominance", "valence"]},
+        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1},
+    }
+    (tmp_path / "dim.yaml").write_text(yaml.safe_dump(suite))
+    result = CliRunner().invoke(bench_command, ["run", str(tmp_path / "dim.yaml"), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    configs = {r["backend"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["configs"]}
+    onnx, torch_ = configs["onnxruntime-cpu"], configs["pytorch-eager"]
+    assert onnx["answer"] == "dimensions" and onnx["error"] is None
+    assert min(onnx["agreement"]["ccc"]) > 0.999 and "top1_agreement" not in onnx["agreement"]
+    for name in ("arousal", "dominance", "valence"):
+        assert onnx["rated"]["ccc"][name] == pytest.approx(torch_["rated"]["ccc"][name], abs=1e-3)
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "Dimensions against the ratings" in report and re.search(r"CCC (0\.999\d|1\.0000)", report)

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPTS = Path(sys.executable).parent
 
 
@@ -91,3 +93,21 @@ def test_every_file_gets_its_own_line_whatever_another_file_does(tiny_bundle, wr
     assert "not finite" in reasons[2]
     assert "cannot be read: Permission denied" in reasons[3]
     assert "4.0 s of audio is over the limit of 3 s" in reasons[4]
+
+
+def test_a_dimensional_bundle_answers_named_dimensions(dimensional_bundle, write_clip):
+    from ser.runtime import EmotionRecognizer
+
+    clips = [write_clip("a.wav", seconds=1.2), write_clip("b.flac", seconds=0.6, rate=22_050, seed=3)]
+    result = _run(dimensional_bundle, *clips, "--json")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    with EmotionRecognizer.load(dimensional_bundle, backend="onnxruntime-cpu") as recognizer:
+        expected = [recognizer.predict(c) for c in clips]
+    for line, p in zip(lines, expected, strict=True):
+        assert list(line["dimensions"]) == ["arousal", "dominance", "valence"]
+        assert "label" not in line and "scores" not in line
+        assert line["dimensions"] == pytest.approx(p.dimensions, abs=1e-4)  # batched with the other file
+        assert len(line["embedding"]) == 32  # the tiny model's hidden size
+    text = _run(dimensional_bundle, clips[0]).stdout.strip().split("\t")
+    assert text[0] == str(clips[0]) and [t.split()[0] for t in text[1:]] == ["arousal", "dominance", "valence"]

@@ -228,3 +228,35 @@ def test_a_folder_too_small_for_the_gate_is_refused_before_any_quantization(tmp_
     with pytest.raises(ValueError, match=refused):
         export_bundle(options, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_the_gate_judges_a_dimensional_model_by_ccc_with_a_bound_and_max_error(
+    tmp_path, dimensional_checkpoint, synth_corpus
+):
+    """Static INT8 of audeering's layout: the manifest records CCC per dimension with its lower bound, and a
+    gate the graph cannot meet is refused naming CCC, not top-1 agreement."""
+    options = ExportOptions(
+        checkpoint=str(dimensional_checkpoint),
+        int8=Int8Options("static"),
+        calibration_data=str(synth_corpus),
+        calibration_clips=10,
+        eval_clips=32,  # 42 clips, 10 calibrated on
+        gate=Gate(min_ccc=0.9, max_abs_error=0.5, max_fp32_fraction=1.0),
+    )
+    bundle = export_bundle(options, tmp_path / "b")
+    q = bundle.manifest.quantization
+    assert bundle.manifest.answer["kind"] == "dimensions" and q["passed"]
+    assert q["clips"] == q["scored"] == 32 and len(q["ccc"]) == 3 and len(q["ccc_lower_bound"]) == 3
+    assert all(lower <= point + 1e-9 for lower, point in zip(q["ccc_lower_bound"], q["ccc"], strict=True))
+    assert min(q["ccc_lower_bound"]) >= 0.9 and q["max_abs_error"] <= 0.5
+    assert q["gate"]["min_ccc"] == 0.9 and q["evaluation"]["reference_answers"] == {}
+    assert all("min_ccc_lower_bound" in candidate for candidate in q["search"])
+    assert "top1_agreement" not in bundle.manifest.validation and len(bundle.manifest.validation["ccc"]) == 3
+
+    strict = dataclasses.replace(options, gate=Gate(min_ccc=0.999999, max_abs_error=1e-6, max_fp32_fraction=0.0))
+    with pytest.raises(ExportGateError, match=r"CCC shown ≥ 0.999999 per dimension at 95% confidence, max \|error\|"):
+        export_bundle(strict, tmp_path / "refused")
+    assert not (tmp_path / "refused").exists()
+
+    with pytest.raises(ValueError, match="too few to bound a dimension's CCC"):
+        export_bundle(dataclasses.replace(options, eval_clips=12), tmp_path / "few")

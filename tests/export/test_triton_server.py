@@ -15,9 +15,12 @@ pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(una
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory):
-    """A tritonserver serving the tiny wavlm bundle's python flavour, written by the CLI."""
+def triton(tmp_path_factory, dimensional_bundle):
+    """A tritonserver serving the tiny wavlm bundle's python flavour, written by the CLI, and beside it a
+    dimensional bundle (audeering's layout, with its embedding) as `wav2vec2`."""
+    from ser.bundle import Bundle
     from ser.cli.export import export_command
+    from ser.export.triton import TritonOptions, write_triton_repository
 
     work = tmp_path_factory.mktemp("triton")
     repository = work / "models"
@@ -25,6 +28,7 @@ def triton(tmp_path_factory):
             "--triton", str(repository), "--triton-backend", "python", "--triton-max-batch", "8"]  # fmt: skip
     result = CliRunner().invoke(export_command, args)
     assert result.exit_code == 0, result.output
+    write_triton_repository(Bundle.load(dimensional_bundle), repository, TritonOptions(backend="python"))
     server = start_triton(repository, work)
     yield server, work / "bundle"
     server.stop()
@@ -137,3 +141,23 @@ def test_the_dynamic_batcher_groups_concurrent_clips_of_different_lengths(triton
     requests = after["inference_count"] - before["inference_count"]
     executions = after["execution_count"] - before["execution_count"]
     assert requests == 8 and executions < 8, (requests, executions)
+
+
+def test_a_dimensional_model_answers_its_dimensions_and_embedding(triton, dimensional_bundle):
+    import tritonclient.http as httpclient
+
+    server, _ = triton
+    client = httpclient.InferenceServerClient(server.http_url)
+    assert client.is_model_ready("wav2vec2")
+    outputs = {o["name"]: o for o in client.get_model_metadata("wav2vec2")["outputs"]}
+    assert set(outputs) == {"DIMENSIONS", "EMBEDDING"} and outputs["DIMENSIONS"]["shape"] == [-1, 3]
+    clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
+    with EmotionRecognizer.load(dimensional_bundle, backend="onnxruntime-cpu") as recognizer:
+        expected = recognizer.classify(clips)
+        names = recognizer.labels
+    result = client.infer("wav2vec2", _sample_inputs(httpclient, clips))
+    np.testing.assert_allclose(result.as_numpy("DIMENSIONS"), [[p.dimensions[d] for d in names] for p in expected],
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(result.as_numpy("EMBEDDING"), [p.embedding for p in expected], atol=1e-5)
+    files = client.infer("wav2vec2", _file_inputs(httpclient, [_wav(1.0, 1)]))
+    assert files.as_numpy("DIMENSIONS").shape == (1, 3)

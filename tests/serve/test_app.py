@@ -263,3 +263,29 @@ def test_a_client_that_disconnects_is_logged_as_such_not_as_a_500(service, write
     assert "the client disconnected before its request was read" in caplog.text
     assert "unexpected error" not in caplog.text and "Traceback" not in caplog.text
     assert 'status="499"' in metrics and 'status="500"' not in metrics
+
+
+def test_a_dimensional_bundle_answers_dimensions_on_predict_and_timeline(dimensional_bundle, write_clip):
+    from ser.serve import ServeSettings
+    from tests.serve.conftest import running_service
+
+    clip = write_clip("a.wav", seconds=3.5)
+    with EmotionRecognizer.load(dimensional_bundle, backend="onnxruntime-cpu") as recognizer:
+        expected = recognizer.predict(clip)
+        timeline = recognizer.timeline(clip, window_s=1.0, hop_s=0.5)
+    with running_service(ServeSettings(bundle=str(dimensional_bundle), threads=1)) as client:
+        answer = client.post("/v1/predict", files={"file": clip.read_bytes()})
+        windows = client.post("/v1/timeline?window_s=1&hop_s=0.5", files={"file": clip.read_bytes()})
+        schema = client.get("/openapi.json").json()
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert set(body) == {"dimensions", "duration_s", "embedding"}
+    assert body["dimensions"] == pytest.approx(expected.dimensions, abs=1e-5)
+    assert windows.status_code == 200, windows.text
+    body = windows.json()
+    assert body["dimensions"] == pytest.approx(timeline.dimensions, abs=1e-5)
+    weights = np.array([w["end_s"] - w["start_s"] for w in body["windows"]])
+    for name in ("arousal", "dominance", "valence"):  # the overall answer: the duration-weighted mean
+        values = np.array([w["dimensions"][name] for w in body["windows"]])
+        assert body["dimensions"][name] == pytest.approx((values * weights).sum() / weights.sum(), abs=1e-6)
+    assert "dimensions" in schema["components"]["schemas"]["PredictResponse"]["properties"]

@@ -87,3 +87,25 @@ def test_bad_requests_get_the_protocols_error_form(service):
     assert raw.status_code == 400 and "not JSON" in raw.json()["error"]
     assert cut.status_code == 400 and "not a length within" in cut.json()["error"]
     assert ok.as_numpy("SCORES").shape == (1, 7)
+
+
+def test_a_dimensional_bundle_answers_a_dimensions_tensor(dimensional_bundle):
+    from ser.serve import ServeSettings
+    from tests.serve.conftest import running_service
+
+    clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
+    with EmotionRecognizer.load(dimensional_bundle, backend="onnxruntime-cpu") as recognizer:
+        expected = recognizer.classify(clips)
+    with running_service(ServeSettings(bundle=str(dimensional_bundle), threads=1)) as client:
+        triton = _client(client)
+        name = "wav2vec2"
+        metadata = triton.get_model_metadata(name)
+        result = triton.infer(name, _samples(clips, binary=True))
+    assert [o["name"] for o in metadata["outputs"]] == ["DIMENSIONS", "EMBEDDING"]
+    assert metadata["outputs"][0] == {"name": "DIMENSIONS", "datatype": "FP32", "shape": [-1, 3]}
+    assert metadata["parameters"]["dimensions"] == ["arousal", "dominance", "valence"]
+    assert result.as_numpy("LABEL") is None and result.as_numpy("SCORES") is None
+    names = metadata["parameters"]["dimensions"]
+    np.testing.assert_allclose(result.as_numpy("DIMENSIONS"), [[p.dimensions[d] for d in names] for p in expected],
+                               atol=1e-5)  # fmt: skip
+    np.testing.assert_allclose(result.as_numpy("EMBEDDING"), [p.embedding for p in expected], atol=1e-5)

@@ -72,7 +72,8 @@ def export_openvino(
                    "model_type": "transformer" if transformer else "default"}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     ov.save_model(converted, out / IR_NAME, compress_to_fp16=False)
-    (out / "peer.json").write_text(json.dumps({"labels": list(loaded.labels), "precision": precision, **record}))
+    info = {"labels": list(loaded.labels), "answer": loaded.answer.kind, "precision": precision, **record}
+    (out / "peer.json").write_text(json.dumps(info))
     return record
 
 
@@ -83,6 +84,7 @@ class OpenVinoBackend(Backend):
         self.folder = Path(folder)
         info = json.loads((self.folder / "peer.json").read_text())
         self.labels: tuple[str, ...] = tuple(info["labels"])
+        self.answer: str = info.get("answer", "categories")
         super().__init__(graph_signature(len(self.labels))[0])
         self.name = f"openvino-{info['precision']}"
         self.threads = threads

@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from ser.bench.results import Results
+from ser.metrics import Agreement
 from ser.staging import write_atomic
 
 JSON_NAME, CSV_NAME, REPORT_NAME = "results.json", "results.csv", "report.md"
 ROW_FIELDS = (
     "model", "backend", "precision", "threads", "device", "batch", "seconds", "runs", "p50_ms", "p90_ms",
     "p99_ms", "mean_ms", "std_ms", "clips_per_s", "audio_x", "speedup", "cold_start_s", "peak_rss_mib",
-    "gpu_mib", "bytes", "accuracy", "macro_f1", "top1_agreement", "max_abs_logit_error", "mean_abs_logit_error",
-    "error",
+    "gpu_mib", "bytes", "accuracy", "macro_f1", "top1_agreement", "min_ccc", "max_abs_logit_error",
+    "mean_abs_logit_error", "error",
 )  # fmt: skip
 
 
@@ -39,6 +40,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
             "accuracy": config.accuracy.accuracy if config.accuracy else None,
             "macro_f1": config.accuracy.macro_f1 if config.accuracy else None,
             **{key: agreement.get(key) for key in ("top1_agreement", "max_abs_logit_error", "mean_abs_logit_error")},
+            "min_ccc": config.agreement.min_ccc if config.agreement else None,  # dimensional models
             "error": config.error,
         }
         cases = [case.to_json() for case in config.cases] or [{}]
@@ -84,6 +86,8 @@ def machine_line(env: dict[str, Any]) -> str:
 
 
 def clip_line(clips: tuple[dict[str, Any], ...]) -> str:
+    if clips and all(c.get("ratings") for c in clips):
+        return f"{len(clips)} rated clips for CCC per dimension and agreement"
     if clips and all(c["label"] is not None for c in clips):
         return f"{len(clips)} labelled clips for accuracy and agreement"
     return f"{len(clips)} synthetic clips for agreement (the suite has no labelled data)"
@@ -119,7 +123,8 @@ def markdown(results: Results, plots: list[Path]) -> str:
     lines += [*_table(header, body), "", "## Accuracy, cold start, memory and size", ""]
     lines += [
         "Accuracy and macro-F1 against the labels; agreement and logit errors against PyTorch eager FP32 on the "
-        "same clips. Cold start: loading plus the first answer. GPU memory includes the CUDA context.",
+        "same clips (a dimensional model: the lowest CCC of its dimensions, and errors of its values). Cold start: "
+        "loading plus the first answer. GPU memory includes the CUDA context.",
         "",
     ]
     header = ["model", "backend", "precision", "threads", "accuracy", "macro-F1", "agreement", "max Δlogit",
@@ -130,7 +135,7 @@ def markdown(results: Results, plots: list[Path]) -> str:
         body.append(
             [c.model_key, c.backend, c.precision, str(c.threads),
              _fmt(acc.accuracy if acc else None, 3), _fmt(acc.macro_f1 if acc else None, 3),
-             f"{100 * agree.top1_agreement:.1f} %" if agree else "–",
+             _agreement_cell(agree),
              _fmt(agree.max_abs_logit_error if agree else None, 4),
              _fmt(agree.mean_abs_logit_error if agree else None, 4),
              _fmt(cold.cold_start_s if cold else None, 2), _fmt(memory.peak_rss_mib if memory else None, 0),
@@ -146,6 +151,17 @@ def markdown(results: Results, plots: list[Path]) -> str:
             for c in scored
         ]
         lines += _table(["model", "backend", "precision", *labels], body)
+    rated = [c for c in results.configs if c.rated is not None]
+    if rated:
+        lines += ["", "### Dimensions against the ratings (CCC, Pearson's r, MAE)", ""]
+        names = list(rated[0].rated.dimensions)  # type: ignore[union-attr]
+        body = [
+            [c.model_key, c.backend, c.precision]
+            + [f"{r.ccc[d]:.3f} / {r.pearson[d]:.3f} / {r.mae[d]:.3f}" for d in names]
+            for c in rated
+            if (r := c.rated) is not None
+        ]
+        lines += _table(["model", "backend", "precision", *names], body)
     failed = [c for c in results.configs if c.error]
     if failed:
         lines += ["", "## Failed configurations", ""]
@@ -172,7 +188,8 @@ def print_table(results: Results, console=None) -> None:
             r["model"], r["backend"], r["precision"], str(r["threads"]), str(r["batch"]), f"{r['seconds']:g}",
             _fmt(r["p50_ms"]), _fmt(r["p99_ms"]), _fmt(r["audio_x"]),
             f"{r['speedup']:.2f}x" if r["speedup"] else "–",
-            f"{100 * r['top1_agreement']:.0f} %" if r["top1_agreement"] is not None else "–",
+            f"{100 * r['top1_agreement']:.0f} %" if r["top1_agreement"] is not None else
+            f"CCC {r['min_ccc']:.4f}" if r["min_ccc"] is not None else "–",
             _fmt(r["accuracy"], 3),
         )  # fmt: skip
     console = console or Console()
@@ -182,3 +199,12 @@ def print_table(results: Results, console=None) -> None:
     for config in results.configs:
         if config.error:
             console.print(f"[red]{config.key}[/red]: {config.error}")
+
+
+def _agreement_cell(agreement: Agreement | None) -> str:
+    """The kind's own measure: top-1 agreement, or the lowest CCC of a dimensional model's dimensions."""
+    if agreement is None:
+        return "–"
+    if agreement.min_ccc is not None:
+        return f"CCC {agreement.min_ccc:.4f}"
+    return f"{100 * agreement.top1_agreement:.1f} %"

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from ser.bench.measure import latency_summary, throughput
-from ser.metrics import Agreement
+from ser.metrics import Agreement, RegressionMetrics
 
 
 @dataclass(frozen=True)
@@ -84,6 +84,7 @@ class ConfigResult:
     error: str | None = None
     cases: tuple[Case, ...] = ()
     labels: tuple[str, ...] = ()
+    answer: str = "categories"  # what the outputs are (ser.answer): categories (logits) or dimensions (values)
     logits: tuple[tuple[float, ...], ...] | None = None  # per evaluation clip, in `labels` order
     bytes: int | None = None  # the model's size as this backend loads it
     cold: Cold | None = None
@@ -91,6 +92,7 @@ class ConfigResult:
     export: dict[str, Any] | None = None  # how its bundle (or peer IR) was made: bundle, export_s, ...
     accuracy: Accuracy | None = None  # against the clips' labels
     agreement: Agreement | None = None  # against the reference's logits
+    rated: RegressionMetrics | None = None  # a dimensional model against the clips' ratings (CCC, r, MAE)
 
     def case(self, batch: int, seconds: float) -> Case | None:
         return next((c for c in self.cases if (c.batch, c.seconds) == (batch, seconds)), None)
@@ -104,6 +106,7 @@ class ConfigResult:
         data["memory"] = None if self.memory is None else asdict(self.memory)
         data["accuracy"] = None if self.accuracy is None else asdict(self.accuracy)
         data["agreement"] = None if self.agreement is None else self.agreement.to_dict()
+        data["rated"] = None if self.rated is None else asdict(self.rated)
         return data
 
     @classmethod
@@ -114,16 +117,27 @@ class ConfigResult:
             error=data.get("error"),
             cases=tuple(Case.from_json(c) for c in data.get("cases", [])),
             labels=tuple(data.get("labels", [])),
+            answer=data.get("answer", "categories"),
             logits=None if data.get("logits") is None else tuple(tuple(row) for row in data["logits"]),
             bytes=data.get("bytes"),
             cold=None if cold is None else Cold(cold["load_s"], cold["first_s"]),
             memory=None if memory is None else Memory(**memory),
             export=data.get("export"),
             accuracy=None if accuracy is None else Accuracy(**accuracy),
-            agreement=None
-            if agreement is None
-            else Agreement(**{f.name: agreement[f.name] for f in fields(Agreement)}),
+            agreement=None if agreement is None else _agreement(agreement),
+            rated=None if not data.get("rated") else _rated(data["rated"]),
         )
+
+
+def _agreement(data: dict[str, Any]) -> Agreement:
+    """An Agreement as to_dict wrote it (a dimensional one has no top-1 count, but its CCC per dimension)."""
+    ccc = data.get("ccc")
+    return Agreement(data["clips"], data.get("agreed", data["clips"]), data["max_abs_logit_error"],
+                     data["mean_abs_logit_error"], None if ccc is None else tuple(ccc))  # fmt: skip
+
+
+def _rated(data: dict[str, Any]) -> RegressionMetrics:
+    return RegressionMetrics(**{**data, "dimensions": tuple(data["dimensions"])})
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,7 @@ class Results:
     environment: dict[str, Any]  # machine, CPU features, GPUs, library versions (ser.bench.environment)
     started: str
     wall_s: float
-    clips: tuple[dict[str, str | None], ...]  # the evaluation clips: path and label (None: synthetic)
+    clips: tuple[dict[str, Any], ...]  # the evaluation clips: path and label (None: synthetic), or ratings
     configs: tuple[ConfigResult, ...] = field(default_factory=tuple)
 
     @property

@@ -27,10 +27,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ser.answer import DIMENSIONS
 from ser.bench.environment import environment
 from ser.bench.results import Accuracy, Case, Cold, ConfigResult, Memory, Results, speedups
 from ser.bench.suite import Config, ModelEntry, Suite
-from ser.metrics import Agreement, classification_metrics
+from ser.metrics import Agreement, classification_metrics, regression_metrics
 from ser.staging import StagedFolder
 
 if TYPE_CHECKING:
@@ -99,10 +100,10 @@ class Worker:
                 self.process.wait()
 
 
-def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
+def eval_clips(suite: Suite, work: Path) -> list[dict[str, Any]]:
     """The clips every configuration answers: a seeded sample of `data.clips` from the split's test part
-    (or the whole corpus), in a fixed order; without data, synthetic speech-like clips with no label
-    (agreement with the reference only)."""
+    (or the whole corpus; for `data.dimensions`, the ratings CSV, each clip with its `ratings`), in a fixed
+    order; without data, synthetic speech-like clips with no label (agreement with the reference only)."""
     if suite.data is None:
         import soundfile as sf
 
@@ -116,9 +117,15 @@ def eval_clips(suite: Suite, work: Path) -> list[dict[str, str | None]]:
             sf.write(path, synthetic_voice(SAMPLE_RATE * (1 + index % 4), seed=1000 + index), SAMPLE_RATE)
             clips.append({"path": str(path), "label": None})
         return clips
-    from ser.data.corpus import Corpus, Split
+    from ser.data.corpus import Corpus, Split, read_ratings
 
     data = suite.data
+    if data.dimensions:
+        rated = sorted(read_ratings(data.path, data.dimensions), key=lambda c: str(c.path))
+        if len(rated) > data.clips:
+            rated = [rated[i] for i in sorted(np.random.default_rng(0).choice(len(rated), data.clips, replace=False))]
+        return [{"path": str(c.path), "label": None, "ratings": dict(zip(data.dimensions, c.values, strict=True))}
+                for c in rated]  # fmt: skip
     labelled = Split.load(data.split, data.path).test if data.split else Corpus.from_path(data.path).clips
     labelled = sorted(labelled, key=lambda c: str(c.path))
     if len(labelled) > data.clips:
@@ -314,6 +321,7 @@ class SuiteRun:
             record |= {
                 "cold": {"load_s": ready["load_s"], "first_s": ready["first_s"]},
                 "labels": ready["labels"],
+                "answer": ready["answer"],
                 "bytes": ready["bytes"],
             }
             if self.clips:
@@ -357,7 +365,7 @@ class SuiteRun:
         self._advance(f"batch {batch} × {seconds:g} s: {rounds} rounds", len(samples))
 
 
-def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> list[ConfigResult]:
+def score(records: list[dict[str, Any]], clips: list[dict[str, Any]]) -> list[ConfigResult]:
     """The run's records (what each worker reported) as typed results: every case's speed-up over its
     reference (the PyTorch eager FP32 record of the same model and threads), accuracy against the labels
     and agreement with the reference's logits."""
@@ -369,16 +377,20 @@ def score(records: list[dict[str, Any]], clips: list[dict[str, str | None]]) -> 
             scored.append(config)
             continue
         labels, logits = config.labels, np.asarray(config.logits)
-        accuracy = agreement = None
-        if clips and all(c["label"] is not None for c in clips):
+        accuracy = agreement = rated = None
+        dimensions = config.answer == DIMENSIONS
+        if clips and all(c["label"] is not None for c in clips) and not dimensions:
             truth = [labels.index(c["label"]) for c in clips]  # type: ignore[arg-type]
             metrics = classification_metrics(truth, logits.argmax(axis=1), labels)
             accuracy = Accuracy(metrics.accuracy, metrics.macro_f1, metrics.f1)
+        if dimensions and clips and all(set(c.get("ratings") or ()) >= set(labels) for c in clips):
+            truth = [[c["ratings"][name] for name in labels] for c in clips]
+            rated = regression_metrics(np.array(truth), logits, labels)
         reference = references.get((config.model_key, config.threads))
         if reference is not None and reference.logits is not None:
             order = [reference.labels.index(label) for label in labels]
-            agreement = Agreement.of(np.asarray(reference.logits)[:, order], logits)
-        scored.append(replace(config, accuracy=accuracy, agreement=agreement))
+            agreement = Agreement.of(np.asarray(reference.logits)[:, order], logits, dimensions=dimensions)
+        scored.append(replace(config, accuracy=accuracy, agreement=agreement, rated=rated))
     return scored
 
 

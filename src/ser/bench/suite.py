@@ -52,6 +52,8 @@ class Data:
     path: Path
     split: Path | None = None  # a training run's split.json: only its test part is scored
     clips: int = 100
+    # dimensional models: `path` is a CSV of path and these rated dimensions (path,arousal,dominance,valence)
+    dimensions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -163,11 +165,15 @@ def parse_suite(raw: Any, path: Path) -> Suite:
     models = tuple(reader.model(m, f"models[{i}]") for i, m in enumerate(reader.list(top, "models")))
     data = None
     if "data" in top:
-        d = reader.mapping(top["data"], "data", required={"path"}, optional={"path", "split", "clips"})
+        d = reader.mapping(top["data"], "data", required={"path"}, optional={"path", "split", "clips", "dimensions"})
+        dimensions = tuple(str(n) for n in reader.list(d, "dimensions")) if "dimensions" in d else ()
+        if dimensions and "split" in d:
+            raise reader.fail("data.split", "a ratings CSV (data.dimensions) is scored whole: leave out the split")
         data = Data(
             path=reader.path(d["path"], "data.path"),
             split=reader.path(d["split"], "data.split") if "split" in d else None,
             clips=reader.number(d.get("clips", 100), "data.clips", int, minimum=1),
+            dimensions=dimensions,
         )
     timing_raw = reader.mapping(top.get("timing", {}), "timing", optional=set(Timing.__dataclass_fields__))
     timing = Timing(

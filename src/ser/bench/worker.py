@@ -29,8 +29,9 @@ from ser.runtime.base import Backend
 SETTLE_S = 0.05
 
 
-def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
-    """The configuration's Backend (not yet active), its label order and its model's size in bytes."""
+def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], str, int]:
+    """The configuration's Backend (not yet active), its output names in order, what they are (ser.answer's
+    kind: categories or dimensions) and its model's size in bytes."""
     if spec["backend"].startswith("pytorch"):
         import torch
 
@@ -47,12 +48,12 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
             precision=spec["precision"],
             compile=spec["backend"] == "pytorch-compile",
         )
-        return backend, loaded.labels, size
+        return backend, loaded.labels, loaded.answer.kind, size
     if spec["backend"] == "openvino":
         from ser.bench.peers import OpenVinoBackend
 
         peer = OpenVinoBackend(spec["bundle"], threads=spec["threads"])
-        return peer, peer.labels, peer.bytes
+        return peer, peer.labels, peer.answer, peer.bytes
     from ser.bundle import Bundle
     from ser.runtime.recognizer import open_backend
 
@@ -63,7 +64,7 @@ def load_backend(spec: dict[str, Any]) -> tuple[Backend, tuple[str, ...], int]:
     else:
         data = bundle.onnx_path.with_name(bundle.onnx_path.name + ".data")  # weights over 1 GiB live beside it
         size = bundle.onnx_path.stat().st_size + (data.stat().st_size if data.exists() else 0)
-    return backend, bundle.manifest.labels, size
+    return backend, bundle.manifest.labels, bundle.manifest.answer["kind"], size
 
 
 def synthetic_feeds(batch: int, seconds: float) -> dict[str, np.ndarray]:
@@ -102,7 +103,7 @@ class Session:
 
     def __init__(self, spec: dict[str, Any]):
         start = time.perf_counter()
-        self.backend, self.labels, self.bytes = load_backend(spec)
+        self.backend, self.labels, self.answer, self.bytes = load_backend(spec)
         self.backend.activate()
         self.load_s = time.perf_counter() - start
         batch, seconds = spec["cold_case"]
@@ -154,7 +155,8 @@ def main() -> None:
     except Exception as error:  # reported to the parent, which marks the configuration failed
         reply(error=f"{type(error).__name__}: {error}")
         return
-    reply(load_s=session.load_s, first_s=session.first_s, labels=list(session.labels), bytes=session.bytes)
+    reply(load_s=session.load_s, first_s=session.first_s, labels=list(session.labels), answer=session.answer,
+          bytes=session.bytes)  # fmt: skip
     for line in sys.stdin:
         message = json.loads(line)
         if message["cmd"] == "exit":

@@ -110,6 +110,27 @@ from ser.models.registry import REGISTRY, SIZES  # data: no torch for `--help`
     help="INT8 gate: most macro-F1 points below PyTorch's (labelled evaluation folders).",
 )
 @click.option(
+    "--min-ccc",
+    type=click.FloatRange(-1, 1),
+    default=0.99,
+    show_default=True,
+    help="INT8 gate, dimensional models: least CCC with FP32 PyTorch per dimension that the evaluation clips must "
+    "show (its bootstrap lower bound at --gate-confidence).",
+)
+@click.option(
+    "--max-abs-error",
+    type=click.FloatRange(min=0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="INT8 gate, dimensional models: the most any clip's value may differ from FP32 PyTorch's.",
+)
+@click.option(
+    "--embedding",
+    is_flag=True,
+    help="Also output the pooled embedding the head reads (e.g. 1024 values for audeering's model), for users who "
+    "cluster or search recordings; the answers are unchanged.",
+)
+@click.option(
     "--max-fp32-fraction",
     type=click.FloatRange(0, 1),
     default=0.5,
@@ -171,6 +192,9 @@ def export_command(
     min_agreement: float,
     gate_confidence: float,
     max_f1_drop: float,
+    min_ccc: float,
+    max_abs_error: float,
+    embedding: bool,
     max_fp32_fraction: float,
     triton: str | None,
     triton_backend: str,
@@ -221,9 +245,12 @@ def export_command(
             gate=Gate(
                 min_agreement=min_agreement,
                 max_f1_drop=max_f1_drop,
+                min_ccc=min_ccc,
+                max_abs_error=max_abs_error,
                 max_fp32_fraction=max_fp32_fraction,
                 confidence=gate_confidence or None,
             ),
+            embedding=embedding,
             trt=TensorRTOptions(
                 max_batch=max_batch,
                 min_seconds=min_seconds,

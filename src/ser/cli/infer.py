@@ -16,7 +16,13 @@ from ser.runtime.recognizer import BACKENDS, EmotionRecognizer, Prediction
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("bundle", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path(readable=False))  # each checked alone
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per file (label, scores, or error).")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON object per file: label, canonical and scores (or dimensions, for a dimensional bundle), "
+    "duration_s; or error.",
+)
 @click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -93,15 +99,6 @@ def _alone(recognizer: EmotionRecognizer, file: str, max_seconds: float) -> Pred
 def _format(file: str, result: Prediction | Exception, as_json: bool) -> str:
     if not isinstance(result, Prediction):
         return json.dumps({"file": file, "error": str(result)}) if as_json else f"error: {result}"
-    p = result
     if as_json:  # allow_nan=False: never bare NaN, which is not JSON (answers are checked finite anyway)
-        record = {
-            "file": file,
-            "label": p.label,
-            "canonical": p.canonical,
-            "scores": p.scores,
-            "duration_s": p.duration_s,
-        }
-        return json.dumps(record, allow_nan=False)
-    others = ", ".join(f"{label} {score:.2f}" for label, score in sorted(p.scores.items(), key=lambda kv: -kv[1]))
-    return f"{file}\t{p.label}\t({others})"
+        return json.dumps({"file": file, **result.to_dict()}, allow_nan=False)
+    return f"{file}\t{result.describe()}"

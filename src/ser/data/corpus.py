@@ -9,6 +9,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import os
 import statistics
 from collections import Counter
@@ -232,3 +233,37 @@ def split_corpus(corpus: Corpus, seed: int = 0, val_fraction: float = 0.1, test_
         train += clips[n_test + n_val :]
     fractions = {"val": val_fraction, "test": test_fraction}
     return Split(seed, tuple(train), tuple(val), tuple(test), fractions)
+
+
+@dataclass(frozen=True)
+class RatedClip:
+    """A clip with its rated dimensions (e.g. MSP-Podcast's arousal, dominance, valence), in the model's order."""
+
+    path: Path
+    values: tuple[float, ...]
+
+
+def read_ratings(manifest: str | Path, dimensions: tuple[str, ...]) -> tuple[RatedClip, ...]:
+    """A CSV with a `path` column and one column per dimension (`path,arousal,dominance,valence`; paths
+    relative to the CSV). A row whose value is missing or not a finite number is refused with its line."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DataError(f"{manifest}: a dimensional evaluation needs a CSV with path,{','.join(dimensions)} columns")
+    with manifest.open(newline="") as f:
+        reader = csv.DictReader(f)
+        columns = {name.strip().lower(): name for name in reader.fieldnames or ()}
+        wanted = ("path", *(d.lower() for d in dimensions))
+        if any(name not in columns for name in wanted):
+            raise DataError(f"{manifest}: needs a header with {', '.join(wanted)} columns, found {reader.fieldnames}")
+        clips = []
+        for row_number, row in enumerate(reader, start=2):
+            try:
+                values = tuple(float(row[columns[d.lower()]]) for d in dimensions)
+            except (TypeError, ValueError):
+                values = ()
+            if len(values) != len(dimensions) or not all(math.isfinite(v) for v in values):
+                raise DataError(f"{manifest}:{row_number}: every one of {', '.join(dimensions)} must be a number")
+            clips.append(RatedClip(manifest.parent / row[columns["path"]].strip(), values))
+    if not clips:
+        raise DataError(f"{manifest}: no rows")
+    return tuple(clips)

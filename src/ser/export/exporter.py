@@ -17,6 +17,7 @@ import transformers
 from rich.progress import Progress
 
 import ser
+from ser.answer import AnswerSpec
 from ser.audio import SAMPLE_RATE
 from ser.bundle import ONNX_NAME, Bundle, BundleWriter, Manifest, ModelInfo, graph_signature
 from ser.export.calibration import AudioFolderReader
@@ -25,9 +26,10 @@ from ser.export.onnx import OPSET, export_onnx
 from ser.export.optimize import convert_fp16, optimize_graph, save_model
 from ser.export.quantize import OP_TYPES, Int8Options, Quantizer, node_sensitivity
 from ser.export.tensorrt import Profile, build_engine, plan_profiles, tensorrt_ready
-from ser.export.validate import CASES, ExportToleranceError, ValidationReport, validate
+from ser.export.validate import CASES, MIN_CCC, ExportToleranceError, ValidationReport, validate
 from ser.labels import canonical_labels
 from ser.models import LoadedModel, load_model
+from ser.models.checkpoint import read_config
 from ser.models.reference import original_model
 from ser.runtime.cpu import cpu_features
 from ser.runtime.onnxrt import OnnxRuntimeBackend
@@ -58,6 +60,7 @@ class ExportOptions:
     gate: Gate = field(default_factory=Gate)
     seed: int = 0
     trt: TensorRTOptions | None = None  # also build a TensorRT engine into the bundle
+    embedding: bool = False  # also output the pooled embedding the head reads (for clustering, search)
 
     def __post_init__(self) -> None:
         if self.trt is not None:
@@ -78,18 +81,27 @@ class ExportOptions:
                 "--int8 needs real audio for its accuracy gate: pass --eval-data DIR (or --calibration-data)"
             )
         if self.int8 is not None:
-            self.gate.check_clips(self.eval_clips, f"--eval-clips {self.eval_clips}")
+            self.gate.check_clips(self.eval_clips, f"--eval-clips {self.eval_clips}", not _dimensional(self.checkpoint))
 
     @property
     def graph_source(self) -> tuple:
         """What the FP32 graph depends on: exports that agree here can share one FloatGraph."""
-        return (self.model, self.checkpoint, self.size, self.random_init, self.opset, self.optimize, self.tolerance)
+        return (self.model, self.checkpoint, self.size, self.random_init, self.opset, self.optimize, self.tolerance,
+                self.embedding)  # fmt: skip
 
     @property
     def precision(self) -> str:
         if self.int8 is not None:
             return f"int8-{self.int8.mode}"
         return "fp16" if self.fp16 else "fp32"
+
+
+def _dimensional(checkpoint: str | None) -> bool:
+    """Whether a local checkpoint's config.json says regression (dimensions): the gate's clip count depends on
+    it. A hub id is checked once loaded (before anything is quantized)."""
+    if checkpoint is None or not Path(checkpoint).exists():
+        return False
+    return read_config(checkpoint).get("problem_type") == "regression"
 
 
 @dataclass(frozen=True, kw_only=True)  # wired by name: a reordered field cannot mis-wire a caller
@@ -127,7 +139,7 @@ class FloatGraph:
         """Trace, optimise and validate `options`' model into `work` (which must outlive the graph)."""
         loaded = load_model(options.model, options.checkpoint, options.size, options.random_init)
         name = loaded.spec.name
-        module = loaded.waveform()
+        module = loaded.waveform(embedding=options.embedding)
         inputs, _ = graph_signature(len(loaded.labels))
         work.mkdir(parents=True, exist_ok=True)
         path = work / "exported.onnx"
@@ -140,10 +152,11 @@ class FloatGraph:
             path = optimized
         log.info("validating the FP32 graph against PyTorch with ONNX Runtime")
         tolerance = loaded.spec.fp32_tolerance if options.tolerance is None else options.tolerance
-        report = _validate(path, inputs, module, tolerance, name)
+        min_ccc = _min_ccc(loaded, "fp32")
+        report = _validate(path, inputs, module, tolerance, name, min_ccc)
         reference = original_model(loaded)
         log.info("validating the FP32 graph against %s's own forward pass", reference.reference)
-        original = _validate(path, inputs, reference, tolerance, name)
+        original = _validate(path, inputs, reference, tolerance, name, min_ccc)
         return cls(options.graph_source, loaded, module, path, optimization, report, original)
 
 
@@ -189,14 +202,17 @@ def export_bundle(
         engines = ()
         if options.trt is not None:
             inputs = graph_signature(len(graph.loaded.labels))[0]
-            engines = (_build_engine(writer.dir, options.trt, inputs, graph.module, report.tolerance, graph.name),)
+            engines = (
+                _build_engine(writer.dir, options.trt, inputs, graph.module, report.tolerance, report.min_ccc,
+                              graph.name),
+            )  # fmt: skip
         bundle = writer.commit(_manifest(options, graph, report, quantization, engines))
     log.info(
-        "wrote %s (%s): max |logit error| %.2e, top-1 agreement %.0f%%",
+        "wrote %s (%s): max |error| %.2e, %s",
         bundle.path,
         options.precision,
         report.max_abs_logit_error,
-        100 * report.top1_agreement,
+        report.agreement.headline(),
     )
     return bundle
 
@@ -213,11 +229,11 @@ def _convert(
         quantization = convert_fp16(graph.path, final)
         log.info("validating the FP16 graph against PyTorch")
         tolerance = loaded.spec.fp16_tolerance if options.tolerance is None else options.tolerance
-        return final, quantization, _validate(final, inputs, module, tolerance, graph.name)
+        return final, quantization, _validate(final, inputs, module, tolerance, graph.name, _min_ccc(loaded, "fp16"))
     if options.int8 is not None:
-        final, quantization = _quantize(options, module, loaded.labels, graph.path, inputs, work, show_progress)
-        with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:
-            return final, quantization, validate(backend, module, tolerance=None)  # recorded; the gate decides
+        final, quantization = _quantize(options, module, loaded.answer, graph.path, inputs, work, show_progress)
+        with OnnxRuntimeBackend(final, inputs, device="cpu") as backend:  # recorded; the gate decides
+            return final, quantization, validate(backend, module, None, min_ccc=_min_ccc(loaded, "fp32"))
     return graph.path, {}, graph.report
 
 
@@ -225,7 +241,7 @@ def _manifest(
     options: ExportOptions, graph: FloatGraph, report: ValidationReport, quantization: dict, engines: tuple
 ) -> Manifest:
     loaded = graph.loaded
-    inputs, outputs = graph_signature(len(loaded.labels))
+    inputs, outputs = graph_signature(len(loaded.labels), graph.module.embedding_size)
     return Manifest(
         model=ModelInfo(
             name=graph.name,
@@ -235,6 +251,7 @@ def _manifest(
         ),
         labels=loaded.labels,
         canonical_labels=canonical_labels(loaded.labels),
+        answer=loaded.answer.to_dict(),
         sample_rate=SAMPLE_RATE,
         precision=options.precision,
         inputs=inputs,
@@ -258,7 +275,13 @@ def _manifest(
 
 
 def _build_engine(
-    folder: Path, trt: TensorRTOptions, inputs: tuple, module: torch.nn.Module, tolerance: float | None, model: str
+    folder: Path,
+    trt: TensorRTOptions,
+    inputs: tuple,
+    module: torch.nn.Module,
+    tolerance: float | None,
+    min_ccc: float | None,
+    model: str,
 ) -> dict:
     """The bundle's own (validated) graph compiled for this machine's GPU, strongly typed, then validated
     against PyTorch like the graph: within the graph's tolerance (INT8: recorded; the gate judged it)."""
@@ -268,22 +291,27 @@ def _build_engine(
     record = build_engine(folder / ONNX_NAME, folder, profiles, cache, hardware_compatible=trt.hardware_compatible)
     cases = [case for case in CASES if any(p.covers(len(case), max(case)) for p in profiles)]
     with TensorRTBackend(folder, (record,), inputs) as backend:
-        report = validate(backend, module, tolerance, cases)
+        report = validate(backend, module, tolerance, cases, min_ccc)
     if not report.passed:
         raise ExportToleranceError(
-            f"{model}: TensorRT logits differ from PyTorch by {report.max_abs_logit_error:.3g} (tolerance "
-            f"{tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
+            f"{model}: TensorRT outputs differ from PyTorch {report.describe()}; no bundle written"
         )
     return {**record, "validation": report.to_dict()}
 
 
-def _validate(path: Path, inputs: tuple, module: torch.nn.Module, tolerance: float, model: str) -> ValidationReport:
+def _min_ccc(loaded: LoadedModel, precision: str) -> float | None:
+    """The CCC a dimensional model's export must keep (validate.MIN_CCC); None for categories."""
+    return None if loaded.answer.is_categorical else MIN_CCC[precision]
+
+
+def _validate(
+    path: Path, inputs: tuple, module: torch.nn.Module, tolerance: float, model: str, min_ccc: float | None
+) -> ValidationReport:
     with OnnxRuntimeBackend(path, inputs, device="cpu") as backend:
-        report = validate(backend, module, tolerance)
+        report = validate(backend, module, tolerance, min_ccc=min_ccc)
     if not report.passed:
         raise ExportToleranceError(
-            f"{model}: ONNX logits ({path.stem}) differ from {report.reference} by {report.max_abs_logit_error:.3g} "
-            f"(tolerance {tolerance:g}, top-1 agreement {report.top1_agreement:.1%}); no bundle written"
+            f"{model}: ONNX outputs ({path.stem}) differ from {report.reference} {report.describe()}; no bundle written"
         )
     return report
 
@@ -296,7 +324,7 @@ def _graph_bytes(path: Path) -> int:
 def _quantize(
     options: ExportOptions,
     module: torch.nn.Module,
-    labels: tuple[str, ...],
+    answer: AnswerSpec,
     float_path: Path,
     inputs: tuple,
     work: Path,
@@ -315,10 +343,12 @@ def _quantize(
     exclude = calibration.paths if calibration is not None else ()
     evaluation = AudioFolderReader.from_folder(eval_folder, options.eval_clips, options.seed + 1, exclude=exclude)
     left_out = f" ({evaluation.excluded} more are calibration clips)" if evaluation.excluded else ""
-    options.gate.check_clips(len(evaluation), f"{evaluation.folder} gives {len(evaluation)} usable clips{left_out}")
+    options.gate.check_clips(
+        len(evaluation), f"{evaluation.folder} gives {len(evaluation)} usable clips{left_out}", answer.is_categorical
+    )
     log.info("scoring FP32 PyTorch on %d evaluation clips from %s", len(evaluation), evaluation.folder)
     started = time.perf_counter()
-    reference = Reference.compute(module, evaluation, labels)
+    reference = Reference.compute(module, evaluation, answer)
     seconds = {"reference": time.perf_counter() - started, "rank": 0.0}
     if (dominant := reference.dominant_answer()) is not None:
         log.warning(
@@ -375,7 +405,7 @@ def _quantize(
         **fallback.result.to_dict(),
         # what the gate cost: every candidate scored (nodes kept FP32, clips agreeing of those scored)
         "search": [
-            {"fp32_nodes": count, "agreed": result.agreed, "scored": result.scored, "passed": result.passed}
+            {"fp32_nodes": count, **result.summary()}
             for count, result in fallback.tried
         ],
         "seconds": {name: round(value, 1) for name, value in seconds.items()},

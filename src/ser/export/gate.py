@@ -7,6 +7,11 @@ FP32 PyTorch model — the one-sided 95 % Clopper-Pearson lower bound, not the p
 that all agree, so the default evaluation is 300 clips, disjoint from the calibration clips.
 `search_fp32_fallback` keeps the most sensitive nodes in FP32 until the gate passes or the fallback
 budget is spent.
+
+A dimensional model (arousal, dominance, valence) is judged by the field's measure instead: on every
+evaluation clip, each dimension's concordance correlation coefficient with FP32 PyTorch — its one-sided
+lower bound at the same confidence, from a seeded bootstrap over the clips — must reach `min_ccc`, and no
+value may be further than `max_abs_error` from PyTorch's.
 """
 
 from __future__ import annotations
@@ -20,12 +25,15 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from ser.answer import AnswerSpec
 from ser.export.calibration import AudioFolderReader
 from ser.export.validate import as_backend
-from ser.metrics import Agreement, classification_metrics
+from ser.metrics import Agreement, ccc_lower_bound, classification_metrics
 from ser.runtime.base import Backend
 
 log = logging.getLogger(__name__)
+# A bootstrap bound on the CCC of fewer clips says little: a dimensional gate needs at least this many.
+MIN_DIMENSION_CLIPS = 30
 
 
 class ExportGateError(RuntimeError):
@@ -64,12 +72,20 @@ class Gate:
     max_fp32_fraction: float = 0.5  # at most this share of the quantizable nodes may fall back to FP32
     # judge the one-sided lower bound at this confidence; None: the point agreement on these clips only
     confidence: float | None = 0.95
+    # dimensional models: the CCC per dimension the clips must show (its lower bound at `confidence`), and the
+    # largest difference from PyTorch's value any clip may have (dimensions are about 0..1)
+    min_ccc: float = 0.99
+    max_abs_error: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0 <= self.min_agreement <= 1:
             raise ValueError(f"--min-agreement {self.min_agreement}: must be between 0 and 1")
         if self.max_f1_drop is not None and self.max_f1_drop < 0:
             raise ValueError(f"--max-f1-drop {self.max_f1_drop}: must be 0 or more points")
+        if not -1 <= self.min_ccc <= 1:
+            raise ValueError(f"--min-ccc {self.min_ccc}: must be between -1 and 1")
+        if self.max_abs_error <= 0:
+            raise ValueError(f"--max-abs-error {self.max_abs_error}: must be above 0")
         if not 0 <= self.max_fp32_fraction <= 1:
             raise ValueError(f"--max-fp32-fraction {self.max_fp32_fraction}: must be between 0 and 1")
         if self.confidence is not None:
@@ -105,8 +121,15 @@ class Gate:
             return 1
         return math.ceil(math.log(1 - self.confidence) / math.log(self.min_agreement))
 
-    def check_clips(self, clips: int, source: str) -> None:
+    def check_clips(self, clips: int, source: str, categorical: bool = True) -> None:
         """Refuse an evaluation that could not pass whatever the graph does, before any work is done."""
+        if not categorical:
+            if clips < MIN_DIMENSION_CLIPS:
+                raise ValueError(
+                    f"{source}: {clips} evaluation clips are too few to bound a dimension's CCC; the gate takes at "
+                    f"least {MIN_DIMENSION_CLIPS} (--eval-clips, --eval-data)"
+                )
+            return
         if clips < self.min_clips:
             raise ValueError(
                 f"{source}: {clips} evaluation clips can show at most {self.shown(clips, clips):.1%} agreement at "
@@ -118,27 +141,34 @@ class Gate:
 
 @dataclass(frozen=True)
 class Reference:
-    """PyTorch FP32 on the evaluation clips: logits [clips, labels] and, if labelled, true indices."""
+    """PyTorch FP32 on the evaluation clips: logits (or dimension values) [clips, names] and, for categories
+    from labelled folders, true indices."""
 
     logits: np.ndarray
     truth: np.ndarray | None
     labels: tuple[str, ...]
+    categorical: bool = True
 
     @classmethod
-    def compute(cls, module: nn.Module, reader: AudioFolderReader, labels: tuple[str, ...]) -> Reference:
+    def compute(cls, module: nn.Module, reader: AudioFolderReader, answer: AnswerSpec) -> Reference:
         with as_backend(module) as reference:
             logits = reference.logits_each(reader.clips)
-        truth = reader.label_indices(labels) if reader.labelled else None
-        return cls(logits, truth, labels)
+        # emotion folders label categories; a dimensional model's values have no truth there
+        truth = reader.label_indices(answer.names) if reader.labelled and answer.is_categorical else None
+        return cls(logits, truth, answer.names, answer.is_categorical)
 
     def answers(self) -> dict[str, int]:
-        """How often PyTorch answers each label on the evaluation clips."""
+        """How often PyTorch answers each label on the evaluation clips (categories; {} for dimensions)."""
+        if not self.categorical:
+            return {}
         counts = np.bincount(self.logits.argmax(axis=1), minlength=len(self.labels))
         return {label: int(count) for label, count in zip(self.labels, counts, strict=True)}
 
     def dominant_answer(self, share: float = 0.9) -> tuple[str, int] | None:
         """The label PyTorch answers for at least `share` of the clips, with its count; None if there is none.
         Agreeing with a model that answers one label everywhere is easy and shows little about other speech."""
+        if not self.categorical:
+            return None
         label, count = max(self.answers().items(), key=lambda item: item[1])
         return (label, count) if count >= share * len(self.logits) else None
 
@@ -156,6 +186,11 @@ class GateResult:
     reference_macro_f1: float | None
     confidence: float | None  # what the gate judged: the lower bound at this confidence, or (None) the point
     passed: bool
+    ccc_lower_bound: tuple[float, ...] | None = None  # dimensions: per dimension, what the clips show
+
+    @property
+    def categorical(self) -> bool:
+        return self.comparison.ccc is None
 
     @property
     def agreed(self) -> int:
@@ -180,8 +215,26 @@ class GateResult:
             return None
         return self.reference_macro_f1 - self.macro_f1
 
+    def summary(self) -> dict:
+        """One candidate of a search, for the manifest."""
+        if self.categorical:
+            return {"agreed": self.agreed, "scored": self.scored, "passed": self.passed}
+        bound = None if self.ccc_lower_bound is None else round(min(self.ccc_lower_bound), 5)
+        return {"scored": self.scored, "min_ccc_lower_bound": bound,
+                "max_abs_error": self.comparison.max_abs_logit_error, "passed": self.passed}  # fmt: skip
+
     def to_dict(self) -> dict:
         fields = {key: value for key, value in asdict(self).items() if key != "comparison"}
+        if not self.categorical:
+            fields["ccc_lower_bound"] = None if self.ccc_lower_bound is None else list(self.ccc_lower_bound)
+            return {
+                **{k: v for k, v in fields.items() if k not in ("macro_f1", "reference_macro_f1")},
+                "scored": self.scored,
+                "ccc": list(self.comparison.ccc or ()),
+                "max_abs_error": self.comparison.max_abs_logit_error,
+                "mean_abs_error": self.comparison.mean_abs_logit_error,
+            }
+        fields.pop("ccc_lower_bound")
         return {
             **fields,
             "agreed": self.agreed,
@@ -194,6 +247,13 @@ class GateResult:
 
     def describe(self) -> str:
         level = f"{self.confidence or 0.95:.0%}"
+        if not self.categorical:
+            error = self.comparison.max_abs_logit_error
+            if self.ccc_lower_bound is None:
+                return f"stopped after {self.scored} of {self.clips} clips: a value {error:.3g} from PyTorch's"
+            bounds = ", ".join(f"{c:.4f} (≥ {b:.4f})" for c, b in zip(self.comparison.ccc or (), self.ccc_lower_bound,
+                                                                     strict=True))  # fmt: skip
+            return f"CCC per dimension {bounds} at {level} on {self.clips} clips, max |error| {error:.3g}"
         if self.scored < self.clips:
             missed = self.scored - self.agreed
             return (
@@ -210,6 +270,8 @@ class GateResult:
 def score(backend: Backend, reader: AudioFolderReader, reference: Reference, gate: Gate) -> GateResult:
     """Run `backend` (active) on the evaluation clips and judge it against `gate`, stopping as soon as
     more clips disagree than could still pass (most candidates of a fallback search fail, and fail early)."""
+    if not reference.categorical:
+        return _score_dimensions(backend, reader, reference, gate)
     allowed = gate.allowed_disagreements(len(reader))
     expected = reference.logits.argmax(axis=1)
     rows, disagreed = [], 0
@@ -227,6 +289,27 @@ def score(backend: Backend, reader: AudioFolderReader, reference: Reference, gat
     if gate.max_f1_drop is not None and macro_f1 is not None and reference_f1 is not None:
         passed = passed and reference_f1 - macro_f1 <= gate.max_f1_drop
     return GateResult(comparison, len(reader), macro_f1, reference_f1, gate.confidence, passed)
+
+
+def _score_dimensions(backend: Backend, reader: AudioFolderReader, reference: Reference, gate: Gate) -> GateResult:
+    """The dimensional gate: every clip within `max_abs_error` of PyTorch (stopping at the first that is not),
+    and each dimension's CCC lower bound over the clips at least `min_ccc`."""
+    rows = []
+    for index, clip in enumerate(reader.clips):
+        rows.append(backend.logits_each([clip])[0])
+        if np.abs(rows[-1] - reference.logits[index]).max() > gate.max_abs_error:
+            break
+    values = np.stack(rows)
+    comparison = Agreement.of(reference.logits[: len(rows)], values, dimensions=True)
+    if len(rows) < len(reader):
+        return GateResult(comparison, len(reader), None, None, gate.confidence, False)
+    if gate.confidence is None:  # the point CCC on these clips
+        bounds = tuple(comparison.ccc or ())
+    else:
+        bounds = tuple(ccc_lower_bound(reference.logits[:, i], values[:, i], gate.confidence)
+                       for i in range(values.shape[1]))  # fmt: skip
+    passed = min(bounds) >= gate.min_ccc and comparison.max_abs_logit_error <= gate.max_abs_error
+    return GateResult(comparison, len(reader), None, None, gate.confidence, passed, bounds)
 
 
 @dataclass(frozen=True)
@@ -283,10 +366,14 @@ def search_fp32_fallback(
             failed, count = count, 2 * count
     if not result.passed:
         history = "; ".join(f"{n} FP32 → {r.describe()}" for n, r in tried)
+        at = "" if gate.confidence is None else f" at {gate.confidence:.0%} confidence"
+        asked = (
+            f"agreement shown ≥ {gate.min_agreement:.1%}{at}, max macro-F1 drop {gate.max_f1_drop} points"
+            if result.categorical
+            else f"CCC shown ≥ {gate.min_ccc} per dimension{at}, max |error| {gate.max_abs_error}"
+        )
         raise ExportGateError(
-            f"INT8 misses the accuracy gate (agreement shown ≥ {gate.min_agreement:.1%}"
-            f"{'' if gate.confidence is None else f' at {gate.confidence:.0%} confidence'}, max macro-F1 drop "
-            f"{gate.max_f1_drop} points) even with {budget} of {len(quantizable)} nodes in FP32 "
+            f"INT8 misses the accuracy gate ({asked}) even with {budget} of {len(quantizable)} nodes in FP32 "
             f"(--max-fp32-fraction {gate.max_fp32_fraction}): {history}; no bundle written"
         )
     best = candidate, result

@@ -83,7 +83,8 @@ def remove_weight_norm(module: nn.Module) -> int:
 
 
 def export_onnx(module: nn.Module, path: Path, opset: int = OPSET, fuse_attention: bool = False) -> int:
-    """Export `module` (audio, lengths) → logits to `path`, with dynamic batch and sample count.
+    """Export `module` (audio, lengths) → logits (and the embedding, for a wrapper made with one) to `path`,
+    with dynamic batch and sample count.
 
     Returns how many attention layers were written as fused MultiHeadAttention nodes.
     """
@@ -108,7 +109,7 @@ def export_onnx(module: nn.Module, path: Path, opset: int = OPSET, fuse_attentio
             dynamo=True,
             opset_version=opset,
             input_names=["audio", "lengths"],
-            output_names=["logits"],
+            output_names=["logits", "embedding"] if getattr(module, "embedding", False) else ["logits"],
             dynamic_shapes={"audio": {0: batch, 1: samples}, "lengths": {0: batch}},
             custom_translation_table=_translation_table() if fused else None,
             verbose=False,

@@ -26,6 +26,7 @@ from ser.staging import StagedFolder
 
 ONNX_TYPES = {1: "TYPE_FP32", 7: "TYPE_INT64", 10: "TYPE_FP16"}  # onnx.TensorProto element types
 LABELS_FILE = "labels.txt"
+_TRITON_TYPES = {"BYTES": "TYPE_STRING", "FP32": "TYPE_FP32"}  # Open Inference Protocol datatype → ModelConfig
 BACKENDS = ("python", "onnxruntime")
 PYTHON_MODEL = Path(__file__).with_name("triton_python_model.py")
 
@@ -68,7 +69,7 @@ def triton_config(bundle: Bundle, options: TritonOptions):
         max_batch_size=options.max_batch,
     )
     if options.backend == "python":
-        _python_signature(config, num_labels, options)
+        _python_signature(config, bundle.manifest, options)
     else:
         config.input.append(mc.ModelInput(name="audio", data_type=mc.TYPE_FP32, dims=[-1]))
         # lengths is [batch] in the graph; Triton needs one non-batch dim, so [1] reshaped to a scalar.
@@ -78,6 +79,10 @@ def triton_config(bundle: Bundle, options: TritonOptions):
         config.output.append(
             mc.ModelOutput(name="logits", data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
         )
+        if bundle.manifest.embedding_size is not None:
+            config.output.append(
+                mc.ModelOutput(name="embedding", data_type=mc.TYPE_FP32, dims=[bundle.manifest.embedding_size])
+            )
     preferred = [b for b in (4, 8, 16, 32, 64) if b < options.max_batch] + [options.max_batch]
     config.dynamic_batching.preferred_batch_size.extend(preferred)
     config.dynamic_batching.max_queue_delay_microseconds = options.max_queue_delay_us
@@ -91,8 +96,9 @@ def triton_config(bundle: Bundle, options: TritonOptions):
     return config
 
 
-def _python_signature(config, num_labels: int, options: TritonOptions) -> None:
-    """ser.runtime.oip's tensors; AUDIO is ragged, so requests of any length batch together."""
+def _python_signature(config, manifest, options: TritonOptions) -> None:
+    """ser.runtime.oip's tensors for what the bundle answers; AUDIO is ragged, so requests of any length batch
+    together. The names of the labels or dimensions are in labels.txt, tied to SCORES or DIMENSIONS."""
     from tritonclient.grpc import model_config_pb2 as mc
 
     from ser.runtime import oip
@@ -102,10 +108,16 @@ def _python_signature(config, num_labels: int, options: TritonOptions) -> None:
         mc.ModelInput(name=oip.AUDIO, data_type=mc.TYPE_FP32, dims=[-1], optional=True, allow_ragged_batch=True)
     )
     config.input.append(mc.ModelInput(name=oip.LENGTHS, data_type=mc.TYPE_INT64, dims=[1], optional=True))
-    config.output.append(mc.ModelOutput(name=oip.LABEL, data_type=mc.TYPE_STRING, dims=[1]))
-    config.output.append(
-        mc.ModelOutput(name=oip.SCORES, data_type=mc.TYPE_FP32, dims=[num_labels], label_filename=LABELS_FILE)
-    )
+    for output in oip.outputs_metadata(manifest.answer_spec, manifest.embedding_size):
+        named = output["name"] in (oip.SCORES, oip.DIMENSIONS)
+        config.output.append(
+            mc.ModelOutput(
+                name=output["name"],
+                data_type=mc.DataType.Value(_TRITON_TYPES[output["datatype"]]),
+                dims=output["shape"][1:],
+                label_filename=LABELS_FILE if named else "",
+            )
+        )
     config.parameters["max_seconds"].string_value = f"{options.max_seconds:g}"
     if options.threads is not None:
         config.parameters["threads"].string_value = str(options.threads)
@@ -223,13 +235,16 @@ def _check_python_model(model_dir: Path, config):
     expected_in = {oip.AUDIO_FILE: "TYPE_STRING", oip.AUDIO: "TYPE_FP32", oip.LENGTHS: "TYPE_INT64"}
     if inputs != expected_in:
         raise TritonConfigError(f"{where}: inputs {inputs} are not ser's {expected_in}")
-    if set(outputs) != {oip.LABEL, oip.SCORES}:
-        raise TritonConfigError(f"{where}: outputs {sorted(outputs)} are not {oip.LABEL} and {oip.SCORES}")
-    if list(outputs[oip.SCORES].dims) != [len(bundle.manifest.labels)]:
-        raise TritonConfigError(
-            f"{where}: SCORES dims {list(outputs[oip.SCORES].dims)} for {len(bundle.manifest.labels)} labels"
-        )
-    labels = (model_dir / outputs[oip.SCORES].label_filename).read_text().splitlines()
-    if tuple(labels) != bundle.manifest.labels:
-        raise TritonConfigError(f"{where}: {outputs[oip.SCORES].label_filename} does not list the bundle's labels")
+    manifest = bundle.manifest
+    expected_out = {o["name"]: o for o in oip.outputs_metadata(manifest.answer_spec, manifest.embedding_size)}
+    if set(outputs) != set(expected_out):
+        raise TritonConfigError(f"{where}: outputs {sorted(outputs)} are not this bundle's {sorted(expected_out)}")
+    for name, expected in expected_out.items():
+        if list(outputs[name].dims) != expected["shape"][1:]:
+            got, want = list(outputs[name].dims), expected["shape"][1:]
+            raise TritonConfigError(f"{where}: {name} dims {got}, expected {want}")
+    named = outputs.get(oip.SCORES) or outputs[oip.DIMENSIONS]
+    labels = (model_dir / named.label_filename).read_text().splitlines()
+    if tuple(labels) != manifest.labels:
+        raise TritonConfigError(f"{where}: {named.label_filename} does not list the bundle's {manifest.answer['kind']}")
     return config

@@ -64,9 +64,7 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e)))
 
     def _response(self, predictions: list):
-        tensors = oip.output_tensors(
-            [p.label for p in predictions], [p.scores for p in predictions], self.recognizer.labels
-        )
+        tensors = oip.output_tensors(predictions, self.recognizer.answer)
         return pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(k, v) for k, v in tensors.items()])
 
     def finalize(self) -> None:

@@ -33,6 +33,11 @@ CASES: tuple[tuple[int, ...], ...] = (
 )
 
 
+# The CCC a dimensional export must keep against PyTorch over the validation clips, per precision (FP16 keeps
+# about three significant digits; INT8 answers to the accuracy gate instead).
+MIN_CCC = {"fp32": 0.999, "fp16": 0.99}
+
+
 class ExportToleranceError(RuntimeError):
     """An exported graph whose logits differ from PyTorch's by more than the tolerance."""
 
@@ -44,6 +49,7 @@ class ValidationReport:
     agreement: Agreement  # the candidate on padded batches against the reference clip by clip
     tolerance: float | None  # None: recorded only (INT8 graphs answer to the accuracy gate instead)
     reference: str = "pytorch"  # what the logits were held against: ser's PyTorch model, or the library's
+    min_ccc: float | None = None  # dimensions: the CCC every dimension must reach over the cases' clips
 
     @property
     def max_abs_logit_error(self) -> float:
@@ -55,7 +61,15 @@ class ValidationReport:
 
     @property
     def passed(self) -> bool:
-        return self.tolerance is None or self.max_abs_logit_error <= self.tolerance
+        if self.tolerance is None:
+            return True
+        concordant = self.min_ccc is None or (self.agreement.min_ccc or 0.0) >= self.min_ccc
+        return self.max_abs_logit_error <= self.tolerance and concordant
+
+    def describe(self) -> str:
+        """The miss, for the error that refuses the export."""
+        need = f"tolerance {self.tolerance:g}" + (f", CCC ≥ {self.min_ccc}" if self.min_ccc is not None else "")
+        return f"by {self.max_abs_logit_error:.3g} ({need}; {self.agreement.headline()})"
 
     def to_dict(self) -> dict[str, Any]:
         fields = {key: value for key, value in asdict(self).items() if key != "agreement"}
@@ -68,10 +82,14 @@ def as_backend(reference: Backend | nn.Module) -> Backend:
 
 
 def validate(
-    backend: Backend, reference: Backend | nn.Module, tolerance: float | None, cases: Sequence[tuple[int, ...]] = CASES
+    backend: Backend,
+    reference: Backend | nn.Module,
+    tolerance: float | None,
+    cases: Sequence[tuple[int, ...]] = CASES,
+    min_ccc: float | None = None,
 ) -> ValidationReport:
     """Compare `backend` (active) on padded batches with `reference` (a Backend, or a PyTorch module run as
-    one) clip by clip, unpadded."""
+    one) clip by clip, unpadded. `min_ccc` (dimensional models) also asks each dimension's CCC over the clips."""
     reference_backend = as_backend(reference)
     got, expected = [], []
     with contextlib.ExitStack() as stack:
@@ -85,7 +103,8 @@ def validate(
     return ValidationReport(
         backend=backend.name,
         cases=tuple(tuple(c) for c in cases),
-        agreement=Agreement.of(np.concatenate(expected), np.concatenate(got)),
+        agreement=Agreement.of(np.concatenate(expected), np.concatenate(got), dimensions=min_ccc is not None),
         tolerance=tolerance,
         reference=getattr(reference, "reference", "pytorch"),
+        min_ccc=min_ccc,
     )

@@ -22,8 +22,9 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel
 
+from ser.answer import CATEGORIES, DIMENSIONS, AnswerSpec
 from ser.bundle import sha256_file
-from ser.labels import LABELS, label_problem
+from ser.labels import LABELS, canonical_labels, label_problem
 from ser.models.registry import Architecture, ModelSpec, UnknownArchitecture, get_spec, resolve
 from ser.models.waveform import WaveformClassifier
 
@@ -58,9 +59,17 @@ class LoadedModel:
     def architecture(self) -> str:
         return type(self.model).__name__
 
-    def waveform(self) -> WaveformClassifier:
-        """The model behind the graph contract (audio, lengths) → logits."""
-        return WaveformClassifier(self.model, self.normalize, self.spec.patches)
+    @property
+    def answer(self) -> AnswerSpec:
+        """What the outputs are: named dimensions for `problem_type: "regression"` (audeering's arousal,
+        dominance, valence), else categories."""
+        if getattr(self.model.config, "problem_type", None) == "regression":
+            return AnswerSpec(DIMENSIONS, self.labels)
+        return AnswerSpec(CATEGORIES, self.labels, canonical_labels(self.labels))
+
+    def waveform(self, embedding: bool = False) -> WaveformClassifier:
+        """The model behind the graph contract (audio, lengths) → logits (and the pooled embedding)."""
+        return WaveformClassifier(self.model, self.normalize, self.spec.patches, embedding=embedding)
 
 
 def checkpoint_folder(path: Path) -> Path:
@@ -169,6 +178,8 @@ def load_model(
             "num_labels": len(labels),
             "id2label": dict(enumerate(labels)),
             "label2id": {label: i for i, label in enumerate(labels)},
+            # a head over these labels classifies, even on a dimensional model's encoder (audeering's)
+            "problem_type": "single_label_classification",
         }
     if architecture.head is None and not relabel:
         raise CheckpointError(
@@ -275,11 +286,40 @@ def _check_weights(
         if keys
     ]
     hint = _likely_class(where, cls, spec)
+    head = describe_head(_checkpoint_keys(Path(where)), cls.base_model_prefix)
     raise CheckpointError(
         f"{where}: its weights do not fit {cls.__name__} (what config.json names as {architecture.name}): "
         f"{'; '.join(parts)} weights. Loading it would initialise the rest at random, so it is refused"
         + (f"; the weights look like a {hint} checkpoint" if hint else "")
+        + (f"; {head}" if head else "")
         + ". Save the checkpoint with the class it was trained as (save_pretrained writes architectures)"
+    )
+
+
+# Head layouts by the weight names outside the encoder: (modules present) → what they are.
+_HEAD_LAYOUTS = (
+    ({"projector", "classifier"}, "transformers' *ForSequenceClassification head (projector, classifier)"),
+    ({"classifier.dense", "classifier.out_proj"}, "soxan's / audeering's speech-classification head "
+     "(classifier.dense, classifier.out_proj: architectures *ForSpeechClassification)"),
+    ({"pooling.attention.0", "pooling.attention.2", "classifier.0", "classifier.1", "classifier.4"},
+     "ser's enhanced WavLM head (WavLMForEmotion)"),
+)  # fmt: skip
+
+
+def describe_head(keys: set[str], prefix: str) -> str | None:
+    """What the head in a checkpoint's weights is, from the names of its weights outside the encoder: a known
+    layout, or the modules it has (an older or custom head, e.g. classifier.dense + classifier.output)."""
+    if not prefix:  # a model without an encoder prefix (ResNet18): no head to tell apart
+        return None
+    modules = sorted({k.rsplit(".", 1)[0] for k in keys if not k.startswith(f"{prefix}.") and "." in k})
+    if not modules:
+        return "the weights hold no head at all (an encoder only)" if keys else None
+    for layout, name in _HEAD_LAYOUTS:
+        if set(modules) == layout:
+            return f"its head is {name}"
+    return (
+        f"its head has {', '.join(modules)}, the layout of no class ser (or transformers) has: a custom or older "
+        "head, which only the code that trained it can run faithfully"
     )
 
 

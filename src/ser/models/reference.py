@@ -22,7 +22,7 @@ import transformers
 from transformers import PreTrainedModel
 
 from ser.audio import SAMPLE_RATE
-from ser.bundle import graph_signature
+from ser.bundle import EMBEDDING, LOGITS, graph_signature
 from ser.models.checkpoint import LoadedModel, has_pretrained_weights
 from ser.models.waveform import WaveformClassifier
 from ser.runtime.base import Backend, BackendError
@@ -71,8 +71,10 @@ class TorchBackend(Backend):
         with torch.inference_mode(), autocast:
             audio = torch.from_numpy(feeds["audio"]).to(self.device)
             lengths = torch.from_numpy(feeds["lengths"]).to(self.device)
-            logits = self._run(audio, lengths).float().cpu().numpy()
-        return {"logits": logits}
+            outputs = self._run(audio, lengths)
+        if isinstance(outputs, tuple):  # a wrapper made with an embedding output
+            return {LOGITS: outputs[0].float().cpu().numpy(), EMBEDDING: outputs[1].float().cpu().numpy()}
+        return {LOGITS: outputs.float().cpu().numpy()}
 
     def _deactivate(self) -> None:
         self._run = self.module
@@ -122,7 +124,7 @@ class OriginalModel(torch.nn.Module):
 def original_model(loaded: LoadedModel) -> OriginalModel:
     """`loaded`'s checkpoint loaded again the library's way (see OriginalModel); random weights are rebuilt
     from their seed by the class itself."""
-    from transformers import AutoFeatureExtractor, AutoModelForAudioClassification, Wav2Vec2FeatureExtractor
+    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
 
     source = loaded.source
     name = source["architecture"]
@@ -139,7 +141,7 @@ def original_model(loaded: LoadedModel) -> OriginalModel:
         model = cls(cls.config_class.from_pretrained(where))
         model.load_state_dict(torch.load(Path(where) / "model.pt", map_location="cpu", weights_only=True))
     else:
-        model = (cls if library is not None else AutoModelForAudioClassification).from_pretrained(where)
+        model = cls.from_pretrained(where)  # the class config.json names, not whatever Auto maps its type to
     if where is not None:
         try:
             feature_extractor = AutoFeatureExtractor.from_pretrained(where)

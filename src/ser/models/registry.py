@@ -143,6 +143,11 @@ class ModelSpec:
         return "custom"
 
 
+def _speech_head(prefix: str, model_type: str) -> Head:
+    """soxan's and audeering's speech-classification head (ser.models.speech_classification)."""
+    return Head(f"{prefix}ForSpeechClassification", model_type, module="ser.models.speech_classification")
+
+
 def _encoders(prefix: str, *heads: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{head}" for head in ("Model", "ForCTC", *heads))
 
@@ -159,8 +164,10 @@ REGISTRY: dict[str, ModelSpec] = {
     for spec in (
         ModelSpec(
             name="wav2vec2",
-            summary="Wav2Vec2ForSequenceClassification (mean pooling, optional weighted layer sum, linear head)",
-            heads=(Head("Wav2Vec2ForSequenceClassification", "wav2vec2"),),
+            summary="Wav2Vec2ForSequenceClassification (mean pooling, optional weighted layer sum, linear head), "
+            "or soxan/audeering's Wav2Vec2ForSpeechClassification (mean/sum/max pooling, dense-tanh head, "
+            "classification or dimensional regression)",
+            heads=(Head("Wav2Vec2ForSequenceClassification", "wav2vec2"), _speech_head("Wav2Vec2", "wav2vec2")),
             patches=_attention("wav2vec2.modeling_wav2vec2", "Wav2Vec2Attention", masked_group_norm=True),
             encoders=_encoders("Wav2Vec2", "ForPreTraining"),
             normalize=True,
@@ -168,8 +175,9 @@ REGISTRY: dict[str, ModelSpec] = {
         ),
         ModelSpec(
             name="hubert",
-            summary="HubertForSequenceClassification (mean pooling, linear head)",
-            heads=(Head("HubertForSequenceClassification", "hubert"),),
+            summary="HubertForSequenceClassification (mean pooling, linear head), or soxan's "
+            "HubertForSpeechClassification",
+            heads=(Head("HubertForSequenceClassification", "hubert"), _speech_head("Hubert", "hubert")),
             patches=_attention("hubert.modeling_hubert", "HubertAttention", masked_group_norm=True),
             encoders=_encoders("Hubert"),
             normalize=True,

@@ -23,13 +23,19 @@ from ser.models.registry import ExportPatches
 
 
 class WaveformClassifier(nn.Module):
-    def __init__(self, model: PreTrainedModel, normalize: bool, patches: ExportPatches):
+    def __init__(self, model: PreTrainedModel, normalize: bool, patches: ExportPatches, embedding: bool = False):
         """`model` takes (input_values, attention_mask) and returns `.logits`; `normalize` mirrors
-        the checkpoint's feature extractor (`do_normalize`); `patches` are its family's (ModelSpec.patches)."""
+        the checkpoint's feature extractor (`do_normalize`); `patches` are its family's (ModelSpec.patches).
+        With `embedding`, forward also returns what the head's last stage reads: the pooled representation
+        (see `classifier_of`)."""
         super().__init__()
         self.model = model.eval()
         self.normalize = normalize
         self.patches = patches
+        self.embedding = embedding
+        self._pooled: list[torch.Tensor] | None = None  # a list only while this wrapper's forward runs
+        if embedding:
+            classifier_of(model).register_forward_pre_hook(self._capture)
         self.group_norm: MaskedGroupNormConvLayer | None = None
         if patches.masked_group_norm and model.config.feat_extract_norm == "group":
             layers = model.base_model.feature_extractor.conv_layers
@@ -43,17 +49,41 @@ class WaveformClassifier(nn.Module):
                 encoder.pos_conv_embed = MaskedPositionalConvStack(encoder.pos_conv_embed)
             self.positional = encoder.pos_conv_embed
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """audio: float32 [batch, samples] at 16 kHz, right-padded; lengths: int64 [batch] → logits [batch, labels]."""
+    def _capture(self, _: nn.Module, args: tuple) -> None:
+        if self._pooled is not None:  # the model run through this wrapper, not on its own
+            self._pooled.append(args[0])
+
+    @property
+    def embedding_size(self) -> int | None:
+        """Width of the embedding output, or None without one."""
+        if not self.embedding:
+            return None
+        first = next(m for m in classifier_of(self.model).modules() if isinstance(m, nn.Linear))
+        return first.in_features
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """audio: float32 [batch, samples] at 16 kHz, right-padded; lengths: int64 [batch] → logits [batch, labels]
+        (with `embedding`: and the embedding [batch, width])."""
         mask = length_mask(lengths, audio.shape[1])
         audio = masked_normalize(audio, lengths) if self.normalize else audio * mask.to(audio.dtype)
         if self.group_norm is not None:
             self.group_norm.frame_lengths = self.group_norm.output_lengths(lengths)
         if self.positional is not None:
             self.positional.frame_lengths = self.model.base_model._get_feat_extract_output_lengths(lengths)
+        self._pooled = []
         try:
-            return self.model(input_values=audio, attention_mask=mask.long()).logits
+            logits = self.model(input_values=audio, attention_mask=mask.long()).logits
+            return (logits, self._pooled[-1]) if self.embedding else logits
         finally:
+            self._pooled = None
             for module in (self.group_norm, self.positional):
                 if module is not None:
                     module.frame_lengths = None
+
+
+def classifier_of(model: PreTrainedModel) -> nn.Module:
+    """The head's last stage, whose input is the clip's pooled representation: `classifier` (transformers' Linear
+    over the pooled projector output; soxan's dense-tanh head over the pooled hidden state; ser's WavLM MLP over
+    attentive statistics), or the ResNet's `fc` over its pooled feature map."""
+    resnet = getattr(model, "resnet", None)
+    return resnet.fc if resnet is not None else model.classifier

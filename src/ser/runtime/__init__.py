@@ -1,11 +1,13 @@
-"""The torch-free runtime: load a bundle and answer emotions (numpy + ONNX Runtime)."""
+"""The torch-free runtime: load a bundle and answer emotions, as labels or dimensions (numpy + ONNX Runtime)."""
 
+from ser.answer import AnswerSpec, Prediction, Timeline, Window
 from ser.audio import AudioError, load_audio
 from ser.bundle import Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
-from ser.runtime.recognizer import EmotionRecognizer, Prediction, Timeline, Window
+from ser.runtime.recognizer import EmotionRecognizer
 
 __all__ = [
+    "AnswerSpec",
     "AudioError",
     "Backend",
     "BackendError",

@@ -5,9 +5,12 @@ Inputs (batch first; give AUDIO_FILE, or AUDIO with optional LENGTHS):
   AUDIO_FILE  BYTES [batch, 1]        encoded audio files (wav, flac, ogg, mp3), any rate and channels
   AUDIO       FP32  [batch, samples]  16 kHz mono samples, right-padded
   LENGTHS     INT64 [batch, 1]        valid samples per row of AUDIO (default: all)
-Outputs:
-  LABEL       BYTES [batch, 1]        the most likely label, as the model names it
-  SCORES      FP32  [batch, labels]   every label's probability, in the bundle's label order
+Outputs, by what the bundle answers (its manifest's `answer`):
+  LABEL       BYTES [batch, 1]           categories: the most likely label, as the model names it
+  SCORES      FP32  [batch, labels]      categories: every label's probability, in the bundle's label order
+  DIMENSIONS  FP32  [batch, dimensions]  dimensions: each value (e.g. arousal, dominance, valence), in order
+  EMBEDDING   FP32  [batch, width]       the pooled embedding, where the bundle was exported with one
+The names of the labels or dimensions are in the model metadata's parameters.
 
 numpy and ser's audio decoding only: the Triton model imports this inside Triton's Python stub.
 """
@@ -18,10 +21,11 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from ser.answer import AnswerSpec, Prediction
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
 
 AUDIO_FILE, AUDIO, LENGTHS = "AUDIO_FILE", "AUDIO", "LENGTHS"
-LABEL, SCORES = "LABEL", "SCORES"
+LABEL, SCORES, DIMENSIONS, EMBEDDING = "LABEL", "SCORES", "DIMENSIONS", "EMBEDDING"
 INPUTS = (
     {"name": AUDIO_FILE, "datatype": "BYTES", "shape": [-1, 1]},
     {"name": AUDIO, "datatype": "FP32", "shape": [-1, -1]},
@@ -29,11 +33,18 @@ INPUTS = (
 )
 
 
-def outputs_metadata(num_labels: int) -> list[dict]:
-    return [
-        {"name": LABEL, "datatype": "BYTES", "shape": [-1, 1]},
-        {"name": SCORES, "datatype": "FP32", "shape": [-1, num_labels]},
-    ]
+def outputs_metadata(answer: AnswerSpec, embedding_size: int | None = None) -> list[dict]:
+    """The output tensors a bundle that answers `answer` gives (and EMBEDDING, `embedding_size` wide)."""
+    if answer.is_categorical:
+        outputs = [
+            {"name": LABEL, "datatype": "BYTES", "shape": [-1, 1]},
+            {"name": SCORES, "datatype": "FP32", "shape": [-1, len(answer.names)]},
+        ]
+    else:
+        outputs = [{"name": DIMENSIONS, "datatype": "FP32", "shape": [-1, len(answer.names)]}]
+    if embedding_size is not None:
+        outputs.append({"name": EMBEDDING, "datatype": "FP32", "shape": [-1, embedding_size]})
+    return outputs
 
 
 def clips_from_tensors(tensors: Mapping[str, np.ndarray], max_seconds: float | None = None) -> list[np.ndarray]:
@@ -73,12 +84,18 @@ def clips_from_tensors(tensors: Mapping[str, np.ndarray], max_seconds: float | N
     return clips
 
 
-def output_tensors(labels: Sequence[str], scores: Sequence[Mapping[str, float]], names: Sequence[str]) -> dict:
-    """LABEL and SCORES for predictions given as their labels and score maps; `names` is the label order."""
-    return {
-        LABEL: np.array([[label.encode()] for label in labels], dtype=object),
-        SCORES: np.array([[s[name] for name in names] for s in scores], dtype=np.float32).reshape(len(scores), -1),
-    }
+def output_tensors(predictions: Sequence[Prediction], answer: AnswerSpec) -> dict[str, np.ndarray]:
+    """The output tensors of `predictions` (outputs_metadata names them), values in `answer`'s name order."""
+    values = np.array([[p.values[name] for name in answer.names] for p in predictions], dtype=np.float32)
+    values = values.reshape(len(predictions), len(answer.names))
+    tensors = (
+        {LABEL: np.array([[str(p.label).encode()] for p in predictions], dtype=object), SCORES: values}
+        if answer.is_categorical
+        else {DIMENSIONS: values}
+    )
+    if predictions and predictions[0].embedding is not None:
+        tensors[EMBEDDING] = np.stack([p.embedding for p in predictions]).astype(np.float32)
+    return tensors
 
 
 def _as_bytes(value: object) -> bytes:

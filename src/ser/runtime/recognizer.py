@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ser.answer import AnswerSpec, Prediction, Timeline
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, AudioInput, load_audio
-from ser.bundle import Bundle, BundleError
+from ser.bundle import EMBEDDING, LOGITS, Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
 from ser.runtime.cpu import cpu_features, int8_mismatch
 from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices, device_problem
@@ -23,33 +23,6 @@ CHECK_SAMPLES = SAMPLE_RATE // 2  # the load-time graph check's clip: within eve
 # ONNX Runtime on one execution provider, or the bundle's own TensorRT plan.
 ONNXRUNTIME = {"onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}
 BACKENDS = ("auto", *ONNXRUNTIME, "tensorrt")
-
-
-@dataclass(frozen=True)
-class Prediction:
-    label: str  # the most likely emotion, as the model names it ("hap", "calm", "happy", ...)
-    scores: dict[str, float]  # every label's probability, summing to 1
-    duration_s: float  # length of the audio that was classified
-    canonical: str | None = None  # `label` as one of the seven (ser.labels.LABELS); None where it has none
-
-
-@dataclass(frozen=True)
-class Window:
-    start_s: float
-    end_s: float
-    label: str
-    scores: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Timeline:
-    """Emotion per window of a long recording, and overall: the duration-weighted mean of the windows'
-    probabilities (so a long calm stretch outweighs a short outburst)."""
-
-    windows: tuple[Window, ...]
-    label: str
-    scores: dict[str, float]
-    duration_s: float
 
 
 def window_bounds(
@@ -83,32 +56,6 @@ def window_bounds(
     if bounds[-1][1] < n_samples:
         bounds.append((n_samples - window, n_samples))
     return bounds
-
-
-def summarize(
-    bounds: Sequence[tuple[int, int]], predictions: Sequence[Prediction], labels: Sequence[str], n_samples: int
-) -> Timeline:
-    """The timeline of a recording of `n_samples` from its windows' sample ranges and predictions."""
-    windows = [
-        Window(a / SAMPLE_RATE, b / SAMPLE_RATE, p.label, p.scores)
-        for (a, b), p in zip(bounds, predictions, strict=True)
-    ]
-    weights = np.array([w.end_s - w.start_s for w in windows])
-    scores = np.array([[w.scores[label] for label in labels] for w in windows])
-    overall = (scores * weights[:, None]).sum(axis=0) / weights.sum()
-    return Timeline(
-        windows=tuple(windows),
-        label=labels[int(overall.argmax())],
-        scores={label: float(s) for label, s in zip(labels, overall, strict=True)},
-        duration_s=n_samples / SAMPLE_RATE,
-    )
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis, stable for large logits."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
-    exp = np.exp(shifted)
-    return exp / exp.sum(axis=-1, keepdims=True)
 
 
 def pad_batch(clips: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -157,7 +104,8 @@ def _native_tensorrt_runs(bundle: Bundle) -> bool:
 
 
 class EmotionRecognizer:
-    """Classify the emotion in speech with an exported bundle; numpy and ONNX Runtime, no torch.
+    """Answer the emotion in speech with an exported bundle — labels with probabilities, or named dimensions
+    (arousal, dominance, valence), as its manifest declares; numpy and ONNX Runtime, no torch.
 
     >>> recognizer = EmotionRecognizer.load("bundles/wavlm")
     >>> recognizer.predict("call.wav").label
@@ -180,8 +128,8 @@ class EmotionRecognizer:
             if strict_cpu:
                 raise BundleError(f"{bundle.path}: {self.cpu_warning}")
             log.warning("%s: %s", bundle.path, self.cpu_warning)
-        self.labels: tuple[str, ...] = bundle.manifest.labels
-        self.canonical_labels = dict(zip(self.labels, bundle.manifest.canonical_labels, strict=True))
+        self.labels: tuple[str, ...] = bundle.manifest.labels  # the outputs' names: labels, or dimensions
+        self.answer: AnswerSpec = bundle.manifest.answer_spec  # what they are, and how to read them
         if bundle.manifest.sample_rate != SAMPLE_RATE:
             raise BundleError(f"{bundle.path}: graphs at {bundle.manifest.sample_rate} Hz are not supported")
         if not backend.is_active:
@@ -292,16 +240,18 @@ class EmotionRecognizer:
         predictions: list[Prediction] = []
         for start in range(0, len(bounds), batch_size):
             predictions += self.classify([samples[a:b] for a, b in bounds[start : start + batch_size]])
-        return summarize(bounds, predictions, self.labels, len(samples))
+        return self.answer.timeline(bounds, predictions, SAMPLE_RATE, len(samples))
 
     def classify(self, clips: Sequence[np.ndarray]) -> list[Prediction]:
-        """One padded batch of decoded clips (float32 mono at 16 kHz), in the order given.
+        """One padded batch of decoded clips (float32 mono at 16 kHz), answered in the order given (the
+        manifest's answer kind decides how: probabilities per label, or values per dimension).
 
         Raises AudioError when a clip's logits are not finite (e.g. samples near the float32 limit
         overflow inside the model): an answer is never NaN.
         """
         audio, lengths = pad_batch(clips)
-        logits = self.backend.infer({"audio": audio, "lengths": lengths})["logits"]
+        outputs = self.backend.infer({"audio": audio, "lengths": lengths})
+        logits = outputs[LOGITS]
         finite = np.isfinite(logits).all(axis=1)
         if not finite.all():
             rows = [int(i) for i in np.flatnonzero(~finite)]
@@ -310,19 +260,7 @@ class EmotionRecognizer:
             raise AudioError(
                 f"the model's answer{which} is not finite (peak sample {peak:.3g}; audio is expected within about ±1)"
             )
-        probabilities = softmax(logits.astype(np.float64))
-        answers = []
-        for p, n in zip(probabilities, lengths, strict=True):
-            label = self.labels[int(p.argmax())]
-            answers.append(
-                Prediction(
-                    label=label,
-                    scores={name: float(score) for name, score in zip(self.labels, p, strict=True)},
-                    duration_s=float(n) / SAMPLE_RATE,
-                    canonical=self.canonical_labels[label],
-                )
-            )
-        return answers
+        return self.answer.predictions(logits, [float(n) / SAMPLE_RATE for n in lengths], outputs.get(EMBEDDING))
 
     def close(self) -> None:
         if self.backend.is_active:

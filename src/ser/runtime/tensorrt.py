@@ -283,17 +283,20 @@ class TensorRTBackend(Backend):
                 cudart.cudaMemcpyAsync(pointer, array.ctypes.data, array.nbytes, to_device, stream), f"copying {name}"
             )
             context.set_tensor_address(name, pointer)
-        logits = np.empty(tuple(context.get_tensor_shape("logits")), dtype=self._dtypes["logits"])
-        output = state.buffer("logits", logits.nbytes)
-        context.set_tensor_address("logits", output)
+        outputs = {}  # logits, and the embedding where the graph has one
+        for name in (n for n in self._dtypes if n not in host):
+            array = np.empty(tuple(context.get_tensor_shape(name)), dtype=self._dtypes[name])
+            outputs[name] = (array, state.buffer(name, array.nbytes))
+            context.set_tensor_address(name, outputs[name][1])
         if self.cuda_graph:
             self._launch_graph(state, (profile, batch, samples))
         elif not context.execute_async_v3(int(stream)):
             raise BackendError("tensorrt: execution failed (see TensorRT's log above)")
         to_host = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        _cuda(cudart.cudaMemcpyAsync(logits.ctypes.data, output, logits.nbytes, to_host, stream), "copying logits")
+        for name, (array, pointer) in outputs.items():
+            _cuda(cudart.cudaMemcpyAsync(array.ctypes.data, pointer, array.nbytes, to_host, stream), f"copying {name}")
         _cuda(cudart.cudaStreamSynchronize(stream), "waiting for the stream")
-        return {"logits": logits.astype(np.float32, copy=False)}
+        return {name: array.astype(np.float32, copy=False) for name, (array, _) in outputs.items()}
 
     def _launch_graph(self, state: _ThreadState, key: tuple) -> None:
         """Replay the CUDA graph captured for `key`, capturing it on first use. TensorRT needs one ordinary

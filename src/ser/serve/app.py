@@ -25,7 +25,7 @@ from starlette.requests import ClientDisconnect
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.runtime import oip
-from ser.runtime.recognizer import EmotionRecognizer, Prediction, summarize, window_bounds
+from ser.runtime.recognizer import EmotionRecognizer, Prediction, window_bounds
 from ser.serve import v2
 from ser.serve.batcher import MicroBatcher, QueueFullError
 from ser.serve.metrics import ServiceMetrics
@@ -64,23 +64,27 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-class PredictResponse(BaseModel):
-    label: str
-    scores: dict[str, float]
-    duration_s: float
+class _Answer(BaseModel):
+    """A categorical bundle answers label, canonical and scores; a dimensional one answers dimensions
+    (ser.answer.Prediction.to_dict); embedding where the bundle was exported with one."""
+
+    label: str | None = None
     canonical: str | None = None  # the label as one of ser's seven, where it has a counterpart
+    scores: dict[str, float] | None = None
+    dimensions: dict[str, float] | None = None  # e.g. arousal, dominance, valence, in the model's order
+    embedding: list[float] | None = None
 
 
-class WindowResponse(BaseModel):
+class PredictResponse(_Answer):
+    duration_s: float
+
+
+class WindowResponse(_Answer):
     start_s: float
     end_s: float
-    label: str
-    scores: dict[str, float]
 
 
-class TimelineResponse(BaseModel):
-    label: str
-    scores: dict[str, float]
+class TimelineResponse(_Answer):
     duration_s: float
     windows: list[WindowResponse]
 
@@ -243,17 +247,12 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
     settings = service.settings
 
     @app.post("/v1/predict", response_model=PredictResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
-    async def predict(request: Request) -> PredictResponse:
-        """The emotion of one clip."""
+    async def predict(request: Request) -> JSONResponse:
+        """The emotion of one clip: its label and scores, or its dimensions, as the bundle answers."""
         service.model()
         samples = await _read_samples(request, settings, settings.max_seconds)
         (prediction,) = await service.answer([samples])
-        return PredictResponse(
-            label=prediction.label,
-            scores=prediction.scores,
-            duration_s=prediction.duration_s,
-            canonical=prediction.canonical,
-        )
+        return JSONResponse(prediction.to_dict())
 
     @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
     async def timeline(
@@ -262,8 +261,9 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
         hop_s: float = Query(
             1.0, gt=0.0, le=30.0, allow_inf_nan=False, description="Step between window starts in seconds."
         ),
-    ) -> TimelineResponse:
-        """The emotion per window of a long recording, and overall (duration-weighted)."""
+    ) -> JSONResponse:
+        """The emotion per window of a long recording, and overall (the duration-weighted mean of the windows'
+        scores or dimensions)."""
         recognizer = service.model().recognizer
         if hop_s > window_s:
             raise ApiError(422, f"hop_s ({hop_s}) must not exceed window_s ({window_s})")
@@ -273,13 +273,8 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
         except ValueError as e:
             raise ApiError(422, str(e)) from None
         predictions = await service.answer([samples[a:b] for a, b in bounds])
-        result = summarize(bounds, predictions, recognizer.labels, len(samples))
-        return TimelineResponse(
-            label=result.label,
-            scores=result.scores,
-            duration_s=result.duration_s,
-            windows=[WindowResponse(**asdict(w)) for w in result.windows],
-        )
+        result = recognizer.answer.timeline(bounds, predictions, SAMPLE_RATE, len(samples))
+        return JSONResponse(result.to_dict())
 
 
 def _v2_routes(app: FastAPI, service: _Service) -> None:
@@ -309,8 +304,13 @@ def _v2_routes(app: FastAPI, service: _Service) -> None:
             "versions": ["1"],
             "platform": "ser",
             "inputs": list(oip.INPUTS),
-            "outputs": oip.outputs_metadata(len(manifest.labels)),
-            "parameters": {"labels": list(manifest.labels), "precision": manifest.precision},
+            "outputs": oip.outputs_metadata(manifest.answer_spec, manifest.embedding_size),
+            "parameters": {
+                "answer": manifest.answer["kind"],
+                manifest.answer["kind"]: list(manifest.labels),  # "categories" or "dimensions": their names
+                "labels": list(manifest.labels),
+                "precision": manifest.precision,
+            },
         }
 
     @app.get("/v2/models/{name}/ready", responses={503: {"description": "not ready"}})
@@ -321,7 +321,8 @@ def _v2_routes(app: FastAPI, service: _Service) -> None:
     @app.post("/v2/models/{name}/infer", responses={**_ERRORS, 400: {"description": "not an inference request"}})
     async def v2_infer(name: str, request: Request) -> JSONResponse:
         """Open Inference Protocol inference: AUDIO_FILE (BYTES, binary extension) or AUDIO + LENGTHS in,
-        LABEL and SCORES out; clips join the same micro-batcher as /v1."""
+        LABEL and SCORES out (DIMENSIONS for a dimensional bundle; EMBEDDING where it has one); clips join
+        the same micro-batcher as /v1."""
         recognizer = service.named(name)
         body = await _read_raw(request, service.settings)
         try:
@@ -333,7 +334,7 @@ def _v2_routes(app: FastAPI, service: _Service) -> None:
         except AudioError as e:
             raise ApiError(400, str(e)) from None
         predictions = await service.answer(clips)
-        outputs = oip.output_tensors([p.label for p in predictions], [p.scores for p in predictions], recognizer.labels)
+        outputs = oip.output_tensors(predictions, recognizer.answer)
         return JSONResponse(v2.infer_response(name, header, outputs))
 
 

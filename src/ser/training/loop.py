@@ -28,13 +28,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ser.audio import SAMPLE_RATE, load_audio
-from ser.data.corpus import Clip, Corpus, Split, corpus_fingerprint, drop_unreadable, split_corpus
+from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.data.corpus import Clip, Corpus, RatedClip, Split, corpus_fingerprint, drop_unreadable, split_corpus
 from ser.labels import LABELS
-from ser.metrics import ClassificationMetrics, classification_metrics, plot_confusion
+from ser.metrics import (
+    ClassificationMetrics,
+    RegressionMetrics,
+    classification_metrics,
+    plot_confusion,
+    regression_metrics,
+)
 from ser.models.checkpoint import RUN_CHECKPOINT, LoadedModel, load_model
 from ser.models.registry import get_spec
 from ser.models.waveform import WaveformClassifier
+from ser.runtime.recognizer import pad_batch
 from ser.staging import write_atomic
 from ser.training.augment import AugmentOptions, build_augment
 
@@ -179,6 +186,33 @@ def evaluate(
     classifier = loaded.waveform().to(device)
     y_true, y_pred, _ = predict(classifier, clips, labels, device, batch_size)
     return classification_metrics(y_true, y_pred, labels)
+
+
+def evaluate_dimensions(
+    loaded: LoadedModel, clips: Sequence[RatedClip], device: torch.device | str = "cpu", batch_size: int = 8
+) -> tuple[RegressionMetrics, list[str]]:
+    """CCC, Pearson and MAE per dimension of a dimensional model on rated clips, and the clips skipped because
+    they do not decode (each "path: why"). Clips are cut to MAX_EVAL_SECONDS like the classification scores."""
+    device = torch.device(device)
+    classifier = loaded.waveform().to(device).eval()
+    truth, predicted, skipped = [], [], []
+    limit = int(MAX_EVAL_SECONDS * SAMPLE_RATE)
+    decoded = []
+    for clip in clips:
+        try:
+            decoded.append((load_audio(clip.path)[:limit], clip.values))
+        except AudioError as e:
+            skipped.append(f"{clip.path}: {e}")
+    if not decoded:
+        raise TrainError("no rated clip decodes: " + "; ".join(skipped[:3]))
+    with torch.inference_mode():
+        for start in range(0, len(decoded), batch_size):
+            chunk = decoded[start : start + batch_size]
+            audio, lengths = pad_batch([samples for samples, _ in chunk])
+            values = classifier(torch.from_numpy(audio).to(device), torch.from_numpy(lengths).to(device))
+            predicted.append(values.float().cpu().numpy())
+            truth += [list(v) for _, v in chunk]
+    return regression_metrics(np.array(truth), np.concatenate(predicted), loaded.labels), skipped
 
 
 def write_metrics(metrics: ClassificationMetrics, out: Path, title: str) -> None:
