@@ -25,11 +25,14 @@ def test_a_dimensional_model_is_scored_by_ccc_pearson_and_mae(tmp_path, write_cl
         writer = csv.writer(f)
         writer.writerow(["path", *DIMENSIONS])
         writer.writerows([[c.name, *r] for c, r in zip(clips, ratings, strict=True)])
+        writer.writerow(["broken.wav", 0.5, 0.5, 0.5])  # listed, but not audio: skipped, saying so
+    (tmp_path / "broken.wav").write_bytes(b"RIFF not really")
     result = CliRunner().invoke(eval_command, [str(dimensional_checkpoint), "--data", str(tmp_path / "ratings.csv"),
                                                "--out", str(tmp_path / "eval")])  # fmt: skip
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["dimensions"] == list(DIMENSIONS) and metrics["clips"] == 8
+    assert "skipped" in result.output and "broken.wav" in result.output
 
     import soundfile as sf
 

@@ -197,21 +197,22 @@ def evaluate_dimensions(
     classifier = loaded.waveform().to(device).eval()
     truth, predicted, skipped = [], [], []
     limit = int(MAX_EVAL_SECONDS * SAMPLE_RATE)
-    decoded = []
-    for clip in clips:
-        try:
-            decoded.append((load_audio(clip.path)[:limit], clip.values))
-        except AudioError as e:
-            skipped.append(f"{clip.path}: {e}")
-    if not decoded:
-        raise TrainError("no rated clip decodes: " + "; ".join(skipped[:3]))
     with torch.inference_mode():
-        for start in range(0, len(decoded), batch_size):
-            chunk = decoded[start : start + batch_size]
+        for start in range(0, len(clips), batch_size):  # a batch decoded at a time: memory stays bounded
+            chunk = []
+            for clip in clips[start : start + batch_size]:
+                try:
+                    chunk.append((load_audio(clip.path)[:limit], clip.values))
+                except AudioError as e:
+                    skipped.append(f"{clip.path}: {e}")
+            if not chunk:
+                continue
             audio, lengths = pad_batch([samples for samples, _ in chunk])
             values = classifier(torch.from_numpy(audio).to(device), torch.from_numpy(lengths).to(device))
             predicted.append(values.float().cpu().numpy())
             truth += [list(v) for _, v in chunk]
+    if not predicted:
+        raise TrainError("no rated clip decodes: " + "; ".join(skipped[:3]))
     return regression_metrics(np.array(truth), np.concatenate(predicted), loaded.labels), skipped
 
 
