@@ -311,6 +311,8 @@ def describe_head(keys: set[str], prefix: str) -> str | None:
     layout, or the modules it has (an older or custom head, e.g. classifier.dense + classifier.output)."""
     if not prefix:  # a model without an encoder prefix (ResNet18): no head to tell apart
         return None
+    if keys and not any(k.startswith(f"{prefix}.") for k in keys):
+        return "the weights are an encoder saved on its own (no head)"
     modules = sorted({k.rsplit(".", 1)[0] for k in keys if not k.startswith(f"{prefix}.") and "." in k})
     if not modules:
         return "the weights hold no head at all (an encoder only)" if keys else None
