@@ -62,8 +62,9 @@ class Agreement:
             )
         error = np.abs(reference - candidate)
         agreed = int((reference.argmax(axis=1) == candidate.argmax(axis=1)).sum())
-        concordance = tuple(ccc(reference[:, i], candidate[:, i]) for i in range(reference.shape[1]))
-        return cls(len(reference), agreed, float(error.max()), float(error.mean()), concordance if dimensions else None)
+        columns = range(reference.shape[1])
+        concordance = tuple(ccc(reference[:, i], candidate[:, i]) for i in columns) if dimensions else None
+        return cls(len(reference), agreed, float(error.max()), float(error.mean()), concordance)
 
     @property
     def top1_agreement(self) -> float:

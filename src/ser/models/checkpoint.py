@@ -285,8 +285,9 @@ def _check_weights(
         for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
         if keys
     ]
-    hint = _likely_class(where, cls, spec)
-    head = describe_head(_checkpoint_keys(Path(where)), cls.base_model_prefix)
+    keys = _checkpoint_keys(Path(where))  # read once for both hints
+    hint = _likely_class(where, keys, cls, spec)
+    head = describe_head(keys, cls.base_model_prefix)
     raise CheckpointError(
         f"{where}: its weights do not fit {cls.__name__} (what config.json names as {architecture.name}): "
         f"{'; '.join(parts)} weights. Loading it would initialise the rest at random, so it is refused"
@@ -325,11 +326,11 @@ def describe_head(keys: set[str], prefix: str) -> str | None:
     )
 
 
-def _likely_class(where: str, tried: type[PreTrainedModel], spec: ModelSpec) -> str | None:
-    """The class of the family whose parameter names match the checkpoint's best, if not `tried`: a hint."""
+def _likely_class(where: str, keys: set[str], tried: type[PreTrainedModel], spec: ModelSpec) -> str | None:
+    """The class of the family whose parameter names match the checkpoint's (`keys`) best, if not `tried`: a
+    hint."""
     import transformers
 
-    keys = _checkpoint_keys(Path(where))
     if not keys:
         return None
     config = read_config(where)
