@@ -16,7 +16,7 @@ import soundfile as sf
 
 SAMPLE_RATE = 16_000
 # Every registered model needs a tiny fixture; tests/models/test_registry.py keeps this in step.
-TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "resnet18")
+TINY_MODELS = ("wav2vec2", "hubert", "wavlm", "data2vec-audio", "unispeech-sat", "whisper", "resnet18")
 
 
 def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.ndarray:
@@ -30,9 +30,10 @@ def speech_like(seconds: float, rate: int = SAMPLE_RATE, seed: int = 0) -> np.nd
 def tiny_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
     """name → a checkpoint folder as a user's fine-tuning would leave it (config, weights, feature extractor)."""
     import torch
-    from transformers import Wav2Vec2FeatureExtractor
+    from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
 
     from ser.models import get_spec
+    from ser.models.registry import WHISPER_LOG_MEL
 
     cache: dict[str, Path] = {}
 
@@ -47,7 +48,10 @@ def tiny_checkpoint(tmp_path_factory) -> Callable[[str], Path]:
             torch.nn.init.normal_(head.weight, std=1.0)
             path = tmp_path_factory.mktemp(f"checkpoint-{name}")
             model.save_pretrained(path)
-            Wav2Vec2FeatureExtractor(do_normalize=spec.normalize, return_attention_mask=False).save_pretrained(path)
+            if spec.frontend == WHISPER_LOG_MEL:
+                WhisperFeatureExtractor(feature_size=model.config.num_mel_bins).save_pretrained(path)
+            else:
+                Wav2Vec2FeatureExtractor(do_normalize=spec.normalize, return_attention_mask=False).save_pretrained(path)
             cache[name] = path
         return cache[name]
 

@@ -67,6 +67,9 @@ class Manifest:
     files: dict[str, str] = field(default_factory=dict)  # file name → sha256, filled in by BundleWriter
     # what the logits are: {"kind": "categories"|"dimensions"}; `labels` names them in order (labels, or dimensions)
     answer: dict[str, Any] = field(default_factory=dict)
+    # the most of a clip the graph hears, in seconds (Whisper: its 30 s window; the rest is cut, as the model's own
+    # feature extractor cuts it); None: the whole clip
+    max_input_s: float | None = None
     format_version: int = FORMAT_VERSION
 
     def __post_init__(self) -> None:
@@ -115,6 +118,7 @@ class Manifest:
                 engines=tuple(dict(engine) for engine in data.get("engines", ())),
                 files=dict(data["files"]),
                 answer=dict(data.get("answer") or {}),
+                max_input_s=None if data.get("max_input_s") is None else float(data["max_input_s"]),
                 format_version=version,
             )
         except KeyError as e:
@@ -139,7 +143,7 @@ class Manifest:
             raise BundleError(f"{where}: labels: {problem}; re-export the bundle")
         if self.answer.get("kind") not in KINDS:
             raise BundleError(
-                f"{where}: answer must be {{\"kind\": one of {', '.join(KINDS)}}}, got {self.answer}; "
+                f'{where}: answer must be {{"kind": one of {", ".join(KINDS)}}}, got {self.answer}; '
                 "re-export the bundle"
             )
         if self.outputs[0].name != LOGITS or any(t.name not in (LOGITS, EMBEDDING) for t in self.outputs):

@@ -45,3 +45,11 @@ def canonical_labels(labels: tuple[str, ...]) -> tuple[str | None, ...]:
     """Each label's canonical one of the seven, or None (e.g. "calm"): so answers of models with other label
     sets ("neu", "hap", ...) can be compared."""
     return tuple(label_from_name(label) for label in labels)
+
+
+def truth_indices(emotions: list[str] | tuple[str, ...], labels: tuple[str, ...]) -> list[int]:
+    """Each clip's emotion (one of the seven, from its folder) as the index of the model's label that names it,
+    or -1 where the model has none (a four-label model on a fearful clip): models spell labels their own way
+    ("disgust", "hap")."""
+    index = {canonical: i for i, canonical in reversed(list(enumerate(canonical_labels(labels)))) if canonical}
+    return [index.get(emotion, -1) for emotion in emotions]

@@ -16,11 +16,13 @@ def parse(**changes):
 def test_shipped_suites_parse(path):
     suite = load_suite(path)
     assert suite.name == path.stem
-    assert all(config.model.model in ("wav2vec2", "hubert", "wavlm", "resnet18") for config in suite.configs())
+    assert all(
+        config.model.model in ("wav2vec2", "hubert", "wavlm", "resnet18", "whisper") for config in suite.configs()
+    )
 
 
-def test_shipped_suites_are_the_three_the_issue_names():
-    assert {p.stem for p in SUITES} == {"cpu-quick", "cpu-full", "gpu"}
+def test_shipped_suites_are_the_ones_the_issues_name():
+    assert {p.stem for p in SUITES} == {"cpu-quick", "cpu-full", "gpu", "cpu-whisper", "cpu-whisper-large"}
 
 
 def test_matrix_expands_adds_the_reference_and_skips_pairs_a_backend_cannot_run():
@@ -70,7 +72,7 @@ def test_tensorrt_configurations_get_their_own_export():
     [
         ({"backends": ["onnxruntime-gpu"]}, "backends[0]", "'onnxruntime-gpu' is not one of"),
         ({"precisions": ["fp32", "int4"]}, "precisions[1]", "'int4' is not one of"),
-        ({"models": [{"model": "whisper", "size": "tiny"}]}, "models[0].model", "'whisper' is not one of"),
+        ({"models": [{"model": "conformer", "size": "tiny"}]}, "models[0].model", "'conformer' is not one of"),
         ({"models": [{"model": "wavlm", "size": "huge"}]}, "models[0].size", "'huge' is not one of"),
         ({"models": [{"model": "wavlm"}]}, "models[0]", "needs size"),
         ({"models": [{"model": "wavlm", "size": "tiny", "checkpoint": "x"}]}, "models[0]", "not both"),

@@ -105,7 +105,14 @@ def test_an_interrupted_export_leaves_nothing_behind(tmp_path, signal_number):
     scratch.mkdir()
     out = tmp_path / "bundles" / "hubert"
     command = [SCRIPTS / "ser-export", "--model", "hubert", "--size", "tiny", "--random-init", "--out", out]
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(scratch)})
+    # A shell's background job (`make test &`) starts with SIGINT ignored, and a child inherits that: give it back.
+    process = subprocess.Popen(
+        command,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TMPDIR": str(scratch)},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     for line in process.stderr:  # wait until the export is under way
         if "exporting hubert" in line:
             break

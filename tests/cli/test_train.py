@@ -88,3 +88,32 @@ def test_data_check_lists_a_file_it_may_not_read_and_goes_on(synth_corpus, tmp_p
     report = json.loads(result.stdout)
     assert report["counts"]["happy"] == 1
     assert report["unreadable"] == [{"path": str(locked), "reason": "cannot be read: Permission denied"}]
+
+
+def test_train_fine_tunes_a_whisper_speech_checkpoint_and_export_reads_the_run(synth_corpus, tmp_path):
+    """`ser-train --checkpoint openai/whisper-*`, on a tiny local stand-in saved the way those are (the whole
+    speech-recognition model, WhisperForConditionalGeneration): a new head on its encoder, written as
+    save_pretrained writes it, with the feature extractor that feeds it, and exported without --model."""
+    import torch
+    from transformers import WhisperConfig, WhisperFeatureExtractor, WhisperForConditionalGeneration
+
+    from ser.models import get_spec
+
+    torch.manual_seed(0)
+    speech = tmp_path / "whisper-speech"
+    WhisperForConditionalGeneration(WhisperConfig(**get_spec("whisper").sizes["tiny"])).save_pretrained(speech)
+    WhisperFeatureExtractor(feature_size=80).save_pretrained(speech)
+    run = tmp_path / "runs" / "whisper"
+    trained = _run(
+        "ser-train", "--checkpoint", speech, "--data", synth_corpus, "--out", run, "--epochs", "1",
+        "--workers", "0", "--max-seconds", "2", "--batch-size", "8", "-q",
+    )  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    config = json.loads((run / "checkpoint" / "config.json").read_text())
+    assert config["architectures"] == ["WhisperForAudioClassification"] and len(config["id2label"]) == 7
+    features = json.loads((run / "checkpoint" / "preprocessor_config.json").read_text())
+    assert features["feature_extractor_type"] == "WhisperFeatureExtractor" and features["feature_size"] == 80
+    exported = _run("ser-export", "--checkpoint", run, "--out", tmp_path / "bundle")
+    assert exported.returncode == 0, exported.stderr
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["model"]["name"] == "whisper" and manifest["validation"]["original"]["passed"]

@@ -133,8 +133,10 @@ def test_the_dimensional_model_answers_as_audeerings_card_does(layout, bundle):
     for i in range(3):
         assert expected[:, i].std() > 1e-3  # the values vary between clips, so CCC says something
         assert ccc(expected[:, i], values[:, i]) >= 0.999
-    # a padded batch answers as each clip alone
-    np.testing.assert_allclose(values, [[p.dimensions[d] for d in DIMENSIONS] for p in alone], atol=1e-5)
+    # a padded batch answers as each clip alone, up to float rounding, which differs with the batch's shape in the
+    # AVX-512 kernels (1.1e-5 seen on values ~10)
+    alone_values = [[p.dimensions[d] for d in DIMENSIONS] for p in alone]
+    np.testing.assert_allclose(values, alone_values, atol=1e-5, rtol=1e-5)
 
 
 def test_padded_batches_answer_as_one_by_one_for_every_pooling(bundle):

@@ -30,7 +30,7 @@ def _tensorrt_reason() -> str | None:
 needs_tensorrt = pytest.mark.skipif(_tensorrt_reason() is not None, reason=str(_tensorrt_reason()))
 
 
-@pytest.mark.parametrize("name", ["wav2vec2", "hubert", "wavlm", "resnet18"])
+@pytest.mark.parametrize("name", ["wav2vec2", "hubert", "wavlm", "whisper", "resnet18"])
 def test_every_plain_graph_is_one_tensorrt_parses_and_the_fused_one_is_not(name, tmp_path, tiny_bundle):
     plain = tmp_path / "plain.onnx"
     export_onnx(load_model(name, None, "tiny", random_init=True).waveform(), plain, fuse_attention=False)

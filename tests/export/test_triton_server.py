@@ -15,9 +15,9 @@ pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(una
 
 
 @pytest.fixture(scope="module")
-def triton(tmp_path_factory, dimensional_bundle):
+def triton(tmp_path_factory, dimensional_bundle, tiny_bundle):
     """A tritonserver serving the tiny wavlm bundle's python flavour, written by the CLI, and beside it a
-    dimensional bundle (audeering's layout, with its embedding) as `wav2vec2`."""
+    dimensional bundle (audeering's layout, with its embedding) as `wav2vec2` and a Whisper one as `whisper`."""
     from ser.bundle import Bundle
     from ser.cli.export import export_command
     from ser.export.triton import TritonOptions, write_triton_repository
@@ -29,6 +29,7 @@ def triton(tmp_path_factory, dimensional_bundle):
     result = CliRunner().invoke(export_command, args)
     assert result.exit_code == 0, result.output
     write_triton_repository(Bundle.load(dimensional_bundle), repository, TritonOptions(backend="python"))
+    write_triton_repository(Bundle.load(tiny_bundle("whisper")), repository, TritonOptions(backend="python"))
     server = start_triton(repository, work)
     yield server, work / "bundle"
     server.stop()
@@ -161,3 +162,23 @@ def test_a_dimensional_model_answers_its_dimensions_and_embedding(triton, dimens
     np.testing.assert_allclose(result.as_numpy("EMBEDDING"), [p.embedding for p in expected], atol=1e-5)
     files = client.infer("wav2vec2", _file_inputs(httpclient, [_wav(1.0, 1)]))
     assert files.as_numpy("DIMENSIONS").shape == (1, 3)
+
+
+def test_a_whisper_bundle_answers_ragged_batches_and_files_as_the_recognizer(triton, tiny_bundle):
+    """Whisper's 30 s log-mel front end runs inside the served graph: samples of different lengths in one request,
+    and audio files, answer as the runtime does."""
+    import tritonclient.http as httpclient
+
+    server, _ = triton
+    client = httpclient.InferenceServerClient(server.http_url)
+    assert client.is_model_ready("whisper")
+    clips = [speech_like(2.2, seed=5), speech_like(0.7, seed=6)]
+    with EmotionRecognizer.load(tiny_bundle("whisper"), backend="onnxruntime-cpu") as recognizer:
+        expected = recognizer.classify(clips)
+        by_file = recognizer.predict(_wav(1.0, 1))
+        labels = recognizer.labels
+    result = client.infer("whisper", _sample_inputs(httpclient, clips))
+    np.testing.assert_allclose(result.as_numpy("SCORES"), [[p.scores[k] for k in labels] for p in expected],
+                               atol=1e-5)  # fmt: skip
+    files = client.infer("whisper", _file_inputs(httpclient, [_wav(1.0, 1)]))
+    np.testing.assert_allclose(files.as_numpy("SCORES")[0], [by_file.scores[k] for k in labels], atol=1e-5)

@@ -289,3 +289,25 @@ def test_a_dimensional_bundle_answers_dimensions_on_predict_and_timeline(dimensi
         values = np.array([w["dimensions"][name] for w in body["windows"]])
         assert body["dimensions"][name] == pytest.approx((values * weights).sum() / weights.sum(), abs=1e-6)
     assert "dimensions" in schema["components"]["schemas"]["PredictResponse"]["properties"]
+
+
+def test_a_whisper_bundle_answers_predict_and_timeline_as_the_runtime(tiny_bundle, write_clip):
+    """A clip over Whisper's 30 s window is answered for its first 30 s, as transformers answers it."""
+    from ser.serve import ServeSettings
+    from tests.serve.conftest import running_service
+
+    bundle = tiny_bundle("whisper")
+    short, long = write_clip("a.wav", seconds=3.0), write_clip("b.wav", seconds=32.0, seed=1)
+    with EmotionRecognizer.load(bundle, backend="onnxruntime-cpu") as recognizer:
+        expected = [recognizer.predict(short), recognizer.predict(long)]
+        timeline = recognizer.timeline(short, window_s=2.0, hop_s=1.0)
+    with running_service(ServeSettings(bundle=str(bundle), threads=1)) as client:
+        answers = [client.post("/v1/predict", files={"file": clip.read_bytes()}) for clip in (short, long)]
+        windows = client.post("/v1/timeline?window_s=2&hop_s=1", files={"file": short.read_bytes()})
+    for answer, prediction in zip(answers, expected, strict=True):
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["label"] == prediction.label
+        assert answer.json()["scores"] == pytest.approx(prediction.scores, abs=1e-5)
+    assert answers[1].json()["duration_s"] == pytest.approx(32.0)
+    assert windows.status_code == 200, windows.text
+    assert windows.json()["scores"] == pytest.approx(timeline.scores, abs=1e-5)

@@ -31,6 +31,7 @@ from ser.answer import DIMENSIONS
 from ser.bench.environment import environment
 from ser.bench.results import Accuracy, Case, Cold, ConfigResult, Memory, Results, speedups
 from ser.bench.suite import Config, ModelEntry, Suite
+from ser.labels import truth_indices
 from ser.metrics import Agreement, classification_metrics, regression_metrics
 from ser.staging import StagedFolder
 
@@ -379,9 +380,10 @@ def score(records: list[dict[str, Any]], clips: list[dict[str, Any]]) -> list[Co
         labels, logits = config.labels, np.asarray(config.logits)
         accuracy = agreement = rated = None
         dimensions = config.answer == DIMENSIONS
-        if clips and all(c["label"] is not None for c in clips) and not dimensions:
-            truth = [labels.index(c["label"]) for c in clips]  # type: ignore[arg-type]
-            metrics = classification_metrics(truth, logits.argmax(axis=1), labels)
+        truth = np.array(truth_indices([c["label"] for c in clips], labels) if clips else [])
+        known = truth >= 0  # clips of an emotion the model has no label for: no accuracy to score
+        if clips and all(c["label"] is not None for c in clips) and not dimensions and known.any():
+            metrics = classification_metrics(truth[known], logits.argmax(axis=1)[known], labels)
             accuracy = Accuracy(metrics.accuracy, metrics.macro_f1, metrics.f1)
         if dimensions and clips and all(set(c.get("ratings") or ()) >= set(labels) for c in clips):
             truth = [[c["ratings"][name] for name in labels] for c in clips]

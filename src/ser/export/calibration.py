@@ -21,7 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader
 
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.data.corpus import AUDIO_EXTENSIONS, Corpus, DataError
-from ser.labels import LABELS
+from ser.labels import LABELS, truth_indices
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +94,11 @@ class AudioFolderReader:
         return all(label is not None for label in self.labels)
 
     def label_indices(self, labels: tuple[str, ...] = LABELS) -> np.ndarray:
-        """The clips' labels as indices into `labels`; raises if the folder is unlabelled."""
+        """The clips' labels as indices into a model's `labels` (-1: the model has no such label; see
+        ser.labels.truth_indices); raises if the folder is unlabelled."""
         if not self.labelled:
             raise DataError(f"{self.folder}: clips carry no labels (use one subfolder per emotion)")
-        return np.array([labels.index(label) for label in self.labels])  # type: ignore[arg-type]
+        return np.array(truth_indices(self.labels, labels), dtype=np.int64)  # type: ignore[arg-type]
 
     def __len__(self) -> int:
         return len(self.clips)

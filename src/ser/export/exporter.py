@@ -252,6 +252,7 @@ def _manifest(
         labels=loaded.labels,
         canonical_labels=canonical_labels(loaded.labels),
         answer=loaded.answer.to_dict(),
+        max_input_s=graph.module.max_input_s,
         sample_rate=SAMPLE_RATE,
         precision=options.precision,
         inputs=inputs,
@@ -404,10 +405,7 @@ def _quantize(
         "fp32_nodes": list(fallback.fp32_nodes),
         **fallback.result.to_dict(),
         # what the gate cost: every candidate scored (nodes kept FP32, clips agreeing of those scored)
-        "search": [
-            {"fp32_nodes": count, **result.summary()}
-            for count, result in fallback.tried
-        ],
+        "search": [{"fp32_nodes": count, **result.summary()} for count, result in fallback.tried],
         "seconds": {name: round(value, 1) for name, value in seconds.items()},
         "size_bytes": _graph_bytes(final),
         "fp32_size_bytes": _graph_bytes(float_path),

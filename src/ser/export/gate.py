@@ -175,7 +175,11 @@ class Reference:
     def macro_f1(self, logits: np.ndarray) -> float | None:
         if self.truth is None:
             return None
-        return 100 * classification_metrics(self.truth, logits.argmax(axis=1), self.labels).macro_f1
+        known = self.truth >= 0  # clips of an emotion the model has no label for count for agreement only
+        if not known.any():
+            return None
+        predicted = logits.argmax(axis=1)[known]
+        return 100 * classification_metrics(self.truth[known], predicted, self.labels).macro_f1
 
 
 @dataclass(frozen=True)

@@ -43,10 +43,11 @@ def _(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, bias: torch.T
 
 
 def additive_bias(mask: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """A Hugging Face attention mask (None, bool keep-mask or additive float) → additive float [b, 1|h, t, t]."""
-    batch, frames = like.shape[:2]
+    """A Hugging Face attention mask (None, bool keep-mask or additive float) → additive float [b|1, 1|h, t, t]
+    (None, as in Whisper's encoder: one zero bias that broadcasts over the batch)."""
+    frames = like.shape[1]
     if mask is None:
-        return like.new_zeros(batch, 1, frames, frames)
+        return like.new_zeros(1, 1, frames, frames)
     if mask.dtype == torch.bool:
         return torch.zeros_like(mask, dtype=like.dtype).masked_fill(~mask, torch.finfo(like.dtype).min)
     return mask.to(like.dtype)
@@ -91,8 +92,9 @@ def _wavlm_core(
 
 
 # ExportPatches.attention_method → its replacement. wav2vec2, HuBERT, data2vec-audio and UniSpeech-SAT share
-# wav2vec2's attention code (projections, mask, signature); WavLM computes its gated relative position bias
-# in `forward` and hands it to a separate core.
+# wav2vec2's attention code (projections, mask, signature), and Whisper's encoder the same projections and
+# signature (its query scaling, applied before the product, is the fused op's `scale`); WavLM computes its gated
+# relative position bias in `forward` and hands it to a separate core.
 _REPLACEMENTS = {"forward": _wav2vec2_forward, "torch_multi_head_self_attention": _wavlm_core}
 
 

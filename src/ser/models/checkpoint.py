@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,10 @@ from transformers import PreTrainedModel
 from ser.answer import CATEGORIES, DIMENSIONS, AnswerSpec
 from ser.bundle import sha256_file
 from ser.labels import LABELS, canonical_labels, label_problem
-from ser.models.registry import Architecture, ModelSpec, UnknownArchitecture, get_spec, resolve
-from ser.models.waveform import WaveformClassifier
+from ser.models.registry import WHISPER_LOG_MEL, Architecture, ModelSpec, UnknownArchitecture, get_spec, resolve
+from ser.models.waveform import WHISPER_HOP, WaveformClassifier, classifier_of
+
+log = logging.getLogger(__name__)
 
 RUNS_DIR = Path("runs")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -67,9 +70,20 @@ class LoadedModel:
             return AnswerSpec(DIMENSIONS, self.labels)
         return AnswerSpec(CATEGORIES, self.labels, canonical_labels(self.labels))
 
+    def feature_extractor(self) -> Any:
+        """The Hugging Face feature extractor that feeds this model as ser's graph does: what a checkpoint of it is
+        saved with (transformers' pipeline reads it), and what the reference runs when a checkpoint has none."""
+        from transformers import Wav2Vec2FeatureExtractor, WhisperFeatureExtractor
+
+        if self.spec.frontend == WHISPER_LOG_MEL:
+            return WhisperFeatureExtractor(feature_size=self.model.config.num_mel_bins)
+        return Wav2Vec2FeatureExtractor(do_normalize=self.normalize, return_attention_mask=True)
+
     def waveform(self, embedding: bool = False) -> WaveformClassifier:
         """The model behind the graph contract (audio, lengths) → logits (and the pooled embedding)."""
-        return WaveformClassifier(self.model, self.normalize, self.spec.patches, embedding=embedding)
+        return WaveformClassifier(
+            self.model, self.normalize, self.spec.patches, embedding=embedding, frontend=self.spec.frontend
+        )
 
 
 def checkpoint_folder(path: Path) -> Path:
@@ -194,11 +208,12 @@ def load_model(
         model, report = _load_folder(cls, path, overrides, relabel)
         source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.absolute()), "sha256": folder_digest(path)}
         normalize = _normalize_from(path / "preprocessor_config.json", spec.normalize)
+        _check_features(path / "preprocessor_config.json", spec, model.config)
     else:
         where = str(checkpoint)
         model, report = _load_hub(cls, where, overrides, relabel)
         source = {"kind": "hub", "id": where, "revision": getattr(model.config, "_commit_hash", None)}
-        normalize = _hub_normalize(where, spec.normalize)
+        normalize = _hub_normalize(where, spec.normalize, spec, model.config)
     initialized = _check_weights(where, cls, report, relabel, spec, architecture)
     source["architecture"] = architecture.name
     if initialized:
@@ -208,16 +223,21 @@ def load_model(
 
 
 def _checked(loaded: LoadedModel, where: str) -> LoadedModel:
-    problem = label_problem(loaded.labels, _logit_count(loaded.model))
+    problem = label_problem(loaded.labels, _logit_count(loaded))
     if problem is not None:
         raise CheckpointError(f"{where}: {problem}; fix id2label in config.json")
     return loaded
 
 
-def _logit_count(model: PreTrainedModel) -> int:
-    """How many logits the model really produces: one forward pass over 0.1 s of silence."""
+def _logit_count(loaded: LoadedModel) -> int:
+    """How many logits the model really produces: the width of a head that ends in one Linear layer (the logits
+    are its output), else one forward pass over 0.1 s of silence through the front end (for Whisper that would be a
+    whole 30 s encoder pass, 14 s at large-v3 on two cores)."""
+    last = classifier_of(loaded.model)
+    if isinstance(last, torch.nn.Linear):
+        return last.out_features
     with torch.no_grad():
-        return int(model.eval()(torch.zeros(1, 1600)).logits.shape[-1])
+        return int(loaded.waveform()(torch.zeros(1, 1600), torch.tensor([1600])).shape[-1])
 
 
 def _load_folder(
@@ -272,8 +292,9 @@ def _check_weights(
     missing = sorted(k for k in report.get("missing_keys", ()) if k.split(".")[-1] not in _TRAINING_ONLY)
     unexpected = sorted(report.get("unexpected_keys", ()))
     mismatched = sorted(k if isinstance(k, str) else k[0] for k in report.get("mismatched_keys", ()))
+    encoder = spec.encoder_prefix or cls.base_model_prefix
     if relabel:
-        prefix = f"{cls.base_model_prefix}." if cls.base_model_prefix else None
+        prefix = f"{encoder}." if encoder else None
         encoder_missing = [k for k in missing if prefix is None or k.startswith(prefix)]
         if not encoder_missing:
             return sorted({*missing, *mismatched})
@@ -287,7 +308,7 @@ def _check_weights(
     ]
     keys = _checkpoint_keys(Path(where))  # read once for both hints
     hint = _likely_class(where, keys, cls, spec)
-    head = describe_head(keys, cls.base_model_prefix)
+    head = describe_head(keys, encoder)
     raise CheckpointError(
         f"{where}: its weights do not fit {cls.__name__} (what config.json names as {architecture.name}): "
         f"{'; '.join(parts)} weights. Loading it would initialise the rest at random, so it is refused"
@@ -299,7 +320,8 @@ def _check_weights(
 
 # Head layouts by the weight names outside the encoder: (modules present) → what they are.
 _HEAD_LAYOUTS = (
-    ({"projector", "classifier"}, "transformers' *ForSequenceClassification head (projector, classifier)"),
+    ({"projector", "classifier"}, "transformers' *ForSequenceClassification / *ForAudioClassification head "
+     "(projector, classifier)"),
     ({"classifier.dense", "classifier.out_proj"}, "soxan's / audeering's speech-classification head "
      "(classifier.dense, classifier.out_proj: architectures *ForSpeechClassification)"),
     ({"pooling.attention.0", "pooling.attention.2", "classifier.0", "classifier.1", "classifier.4"},
@@ -377,13 +399,45 @@ def _normalize_from(preprocessor_config: Path, default: bool) -> bool:
     return bool(json.loads(preprocessor_config.read_text()).get("do_normalize", True))
 
 
-def _hub_normalize(hub_id: str, default: bool) -> bool:
+def _hub_normalize(hub_id: str, default: bool, spec: ModelSpec, config: Any) -> bool:
+    """`_normalize_from` for a hub checkpoint's preprocessor config, checked as a folder's is (`_check_features`)."""
     from huggingface_hub import hf_hub_download
 
     try:
-        return _normalize_from(Path(hf_hub_download(hub_id, "preprocessor_config.json")), default)
-    except Exception:  # no preprocessor config on the hub: the family's default holds
+        file = Path(hf_hub_download(hub_id, "preprocessor_config.json"))
+    except Exception:  # no preprocessor config on the hub: the family's defaults hold
         return default
+    _check_features(file, spec, config)
+    return _normalize_from(file, default)
+
+
+# WhisperFeatureExtractor's settings that ser's in-graph front end computes (ser.models.frontends.WhisperLogMel).
+_WHISPER_FEATURES = {"sampling_rate": 16_000, "n_fft": 400, "hop_length": WHISPER_HOP}
+
+
+def _check_features(preprocessor_config: Path, spec: ModelSpec, config: Any) -> None:
+    """A Whisper checkpoint's feature extractor must make what the graph's front end makes: refused otherwise,
+    naming the setting (a model fed other features than it was trained on answers something else)."""
+    if spec.frontend != WHISPER_LOG_MEL or not preprocessor_config.is_file():
+        return
+    try:
+        features = json.loads(preprocessor_config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{preprocessor_config}: not valid JSON: {e}") from None
+    expected = {
+        **_WHISPER_FEATURES,
+        "feature_size": config.num_mel_bins,
+        "chunk_length": config.max_source_positions * 2 * WHISPER_HOP // 16_000,
+    }
+    for key, value in expected.items():
+        if key in features and features[key] != value:
+            raise CheckpointError(
+                f"{preprocessor_config}: {key} is {features[key]!r}, but the model (config.json) needs {value!r}: "
+                "ser computes Whisper's log-mel for the encoder's own shape; fix the preprocessor config"
+            )
+    if features.get("dither", 0.0):
+        log.warning("%s: dither %s is left out: the exported graph answers deterministically, as with dither 0",
+                    preprocessor_config, features["dither"])  # fmt: skip
 
 
 def _first_line(error: Exception) -> str:

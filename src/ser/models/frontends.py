@@ -96,6 +96,30 @@ class MaskedPositionalConvStack(nn.Module):
         return x.transpose(1, 2)
 
 
+def dft_basis(n_fft: int) -> torch.Tensor:
+    """A Hann-windowed DFT as convolution weights [2 * (n_fft // 2 + 1), 1, n_fft]: real parts, then imaginary."""
+    window = window_function(n_fft, "hann", periodic=True)
+    t = np.arange(n_fft)[None, :]
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    angle = 2 * np.pi * k * t / n_fft
+    basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
+    return torch.tensor(basis[:, None, :], dtype=torch.float32)
+
+
+def power_spectrum(padded: torch.Tensor, basis: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """[batch, samples] (already padded for centring) → power [batch, n_freq, frames], in FP32."""
+    spectrum = nn.functional.conv1d(padded[:, None, :].float(), basis, stride=hop_length)
+    real, imag = spectrum.chunk(2, dim=1)
+    return real * real + imag * imag
+
+
+def slaney_mel_filters(n_fft: int, n_mels: int, sample_rate: int) -> torch.Tensor:
+    """Slaney-normalised mel filters on the Slaney scale, 0 Hz to Nyquist: [n_fft // 2 + 1, n_mels]."""
+    n_freq = n_fft // 2 + 1
+    fbank = mel_filter_bank(n_freq, n_mels, 0.0, sample_rate / 2, sample_rate, norm="slaney", mel_scale="slaney")
+    return torch.tensor(fbank, dtype=torch.float32)
+
+
 class LogMel(nn.Module):
     """Log-mel spectrogram as a strided convolution with a windowed DFT basis.
 
@@ -108,15 +132,8 @@ class LogMel(nn.Module):
     def __init__(self, sample_rate: int, n_fft: int, hop_length: int, n_mels: int):
         super().__init__()
         self.n_fft, self.hop_length = n_fft, hop_length
-        n_freq = n_fft // 2 + 1
-        window = window_function(n_fft, "hann", periodic=True)
-        t = np.arange(n_fft)[None, :]
-        k = np.arange(n_freq)[:, None]
-        angle = 2 * np.pi * k * t / n_fft
-        basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window  # [2 * n_freq, n_fft]
-        self.register_buffer("dft_basis", torch.tensor(basis[:, None, :], dtype=torch.float32))
-        fbank = mel_filter_bank(n_freq, n_mels, 0.0, sample_rate / 2, sample_rate, norm="slaney", mel_scale="slaney")
-        self.register_buffer("mel_filters", torch.tensor(fbank, dtype=torch.float32))  # [n_freq, n_mels]
+        self.register_buffer("dft_basis", dft_basis(n_fft))
+        self.register_buffer("mel_filters", slaney_mel_filters(n_fft, n_mels, sample_rate))  # [n_freq, n_mels]
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return lengths // self.hop_length + 1
@@ -124,9 +141,42 @@ class LogMel(nn.Module):
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """audio [batch, samples] → log-mel [batch, n_mels, frames]."""
         audio = audio * length_mask(lengths, audio.shape[1]).to(audio.dtype)
-        padded = nn.functional.pad(audio[:, None, :], (self.n_fft // 2, self.n_fft // 2))
-        spectrum = nn.functional.conv1d(padded.float(), self.dft_basis, stride=self.hop_length)
-        real, imag = spectrum.chunk(2, dim=1)
-        power = real * real + imag * imag  # [batch, n_freq, frames]
+        padded = nn.functional.pad(audio, (self.n_fft // 2, self.n_fft // 2))
+        power = power_spectrum(padded, self.dft_basis, self.hop_length)  # [batch, n_freq, frames]
         mel = torch.matmul(power.transpose(1, 2), self.mel_filters).transpose(1, 2)
         return torch.log10(torch.clamp(mel, min=1e-10))
+
+
+class WhisperLogMel(nn.Module):
+    """WhisperFeatureExtractor inside the graph: every clip cut or zero-padded to `n_samples` (30 s), a centred
+    STFT with reflected edges (n_fft 400, hop 160; the last frame dropped), Slaney mel power, log10 clamped at
+    1e-10, floored at the clip's own maximum minus 8, then (x + 4) / 4.
+
+    The padding to 30 s is part of the model, not an implementation detail: Whisper's encoder takes exactly
+    3,000 frames and its classification head averages over all of them, padding included, so a faithful graph
+    hears what transformers feeds it. Each row is masked to its length before the padding, which makes a
+    padded batch answer as each clip alone. The buffers are computed, not loaded: Whisper checkpoints carry
+    no front end, and transformers computes its filters the same way.
+    """
+
+    def __init__(self, n_mels: int, n_samples: int, n_fft: int = 400, hop_length: int = 160, sample_rate: int = 16_000):
+        super().__init__()
+        self.n_samples, self.n_fft, self.hop_length = n_samples, n_fft, hop_length
+        self.register_buffer("dft_basis", dft_basis(n_fft), persistent=False)
+        self.register_buffer("mel_filters", slaney_mel_filters(n_fft, n_mels, sample_rate).T.contiguous(),
+                             persistent=False)  # [n_mels, n_freq]  # fmt: skip
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """audio [batch, samples] → input_features [batch, n_mels, n_samples // hop_length]."""
+        audio = audio * length_mask(lengths, audio.shape[1]).to(audio.dtype)
+        # Cut or pad to exactly n_samples without a shape-dependent pad amount: cut, append n_samples zeros, cut again.
+        zeros = audio.new_zeros(audio.shape[0], self.n_samples)
+        audio = torch.cat([audio[:, : self.n_samples], zeros], dim=1)[:, : self.n_samples]
+        edge = self.n_fft // 2
+        left = torch.flip(audio[:, 1 : edge + 1], dims=[1])  # reflect padding, as torch.stft(center=True)
+        right = torch.flip(audio[:, -edge - 1 : -1], dims=[1])
+        power = power_spectrum(torch.cat([left, audio, right], dim=1), self.dft_basis, self.hop_length)
+        mel = torch.matmul(self.mel_filters, power[:, :, :-1])  # [batch, n_mels, frames]
+        log_spec = torch.log10(torch.clamp(mel, min=1e-10))
+        floor = log_spec.amax(dim=(1, 2), keepdim=True) - 8.0
+        return (torch.maximum(log_spec, floor) + 4.0) / 4.0

@@ -124,7 +124,7 @@ class OriginalModel(torch.nn.Module):
 def original_model(loaded: LoadedModel) -> OriginalModel:
     """`loaded`'s checkpoint loaded again the library's way (see OriginalModel); random weights are rebuilt
     from their seed by the class itself."""
-    from transformers import AutoFeatureExtractor, Wav2Vec2FeatureExtractor
+    from transformers import AutoFeatureExtractor
 
     source = loaded.source
     name = source["architecture"]
@@ -148,5 +148,5 @@ def original_model(loaded: LoadedModel) -> OriginalModel:
         except (OSError, ValueError):  # no preprocessor config: what ser's graph assumes instead
             feature_extractor = None
     if feature_extractor is None:
-        feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=loaded.normalize, return_attention_mask=True)
+        feature_extractor = loaded.feature_extractor()
     return OriginalModel(model, feature_extractor, reference)

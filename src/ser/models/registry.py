@@ -1,9 +1,9 @@
 """The model registry: one small declarative record per model family, looked up by name.
 
-A family is one encoder with its masking rules (wav2vec2, HuBERT, WavLM, ...) and the classification
-heads a checkpoint of it may carry: the stock Hugging Face `*ForSequenceClassification` head and,
-for WavLM, ser's enhanced head. Which head a checkpoint has is the checkpoint's to say
-(`config.json`'s `architectures`, else its `model_type`; see `resolve`), never the caller's.
+A family is one encoder with its front end and masking rules (wav2vec2, HuBERT, WavLM, Whisper, ...) and
+the classification heads a checkpoint of it may carry: the stock Hugging Face `*ForSequenceClassification`
+(or `*ForAudioClassification`) head and, for WavLM, ser's enhanced head. Which head a checkpoint has is the
+checkpoint's to say (`config.json`'s `architectures`, else its `model_type`; see `resolve`), never the caller's.
 
 Adding a family means adding a ModelSpec here (and a tiny fixture in the tests, which fail if one
 is missing); export, validation and the CLI read everything they need from it. The records are data —
@@ -47,6 +47,29 @@ _TRANSFORMER_DROPOUT = ("hidden_dropout", "attention_dropout", "activation_dropo
 # SpecAugment and LayerDrop regularise the fine-tuning of a pretrained encoder. From scratch they hurt: a
 # small model learns to read the clip's length from how many frames were masked instead of the audio.
 _TRANSFORMER_FROM_SCRATCH = {"mask_time_prob": 0.0, "layerdrop": 0.0}
+# Whisper's encoder sizes: ser's tiny for tests, then the published base and large-v3 (128 mel bins). The decoder
+# fields only shape the config file: WhisperForAudioClassification builds the encoder alone.
+_WHISPER_TINY = dict(
+    d_model=32,
+    encoder_layers=2,
+    encoder_attention_heads=2,
+    encoder_ffn_dim=64,
+    decoder_layers=1,
+    decoder_attention_heads=2,
+    decoder_ffn_dim=64,
+    classifier_proj_size=16,
+)
+_WHISPER_SIZES: dict[str, dict[str, Any]] = {
+    "tiny": _WHISPER_TINY,
+    "base": dict(d_model=512, encoder_layers=6, encoder_attention_heads=8, encoder_ffn_dim=2048, decoder_layers=6,
+                 decoder_attention_heads=8, decoder_ffn_dim=2048),
+    "large": dict(d_model=1280, encoder_layers=32, encoder_attention_heads=20, encoder_ffn_dim=5120, decoder_layers=32,
+                  decoder_attention_heads=20, decoder_ffn_dim=5120, num_mel_bins=128, vocab_size=51866),
+}  # fmt: skip
+
+# What a family's model reads, computed inside the graph from the raw 16 kHz samples (ser.models.waveform):
+WAVEFORM = "waveform"  # the samples themselves (`input_values`, normalised where the feature extractor does)
+WHISPER_LOG_MEL = "whisper-log-mel"  # Whisper's log-mel spectrogram of the clip padded to 30 s (`input_features`)
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,8 @@ class ModelSpec:
     dropout_keys: tuple[str, ...]  # config fields that one training --dropout value sets
     from_scratch: dict[str, Any]  # config changes for training without a pretrained checkpoint
     patches: ExportPatches = ExportPatches()
+    frontend: str = WAVEFORM  # what the model reads (WAVEFORM, WHISPER_LOG_MEL)
+    encoder_prefix: str | None = None  # the encoder's weights' prefix in the head, where not base_model_prefix
     fp32_tolerance: float = 1e-3  # max |logit error| of an FP32 export against PyTorch
     fp16_tolerance: float = 5e-2  # the same for --fp16 (FP16 keeps ~3 significant digits)
 
@@ -137,7 +162,7 @@ class ModelSpec:
         """Which named size a checkpoint's config has, or "custom"."""
         for size in self.sizes:
             reference = self.config(size)
-            keys = ("hidden_size", "num_hidden_layers", "n_mels")
+            keys = ("hidden_size", "num_hidden_layers", "n_mels", "num_mel_bins")
             if all(getattr(config, k, None) == getattr(reference, k, None) for k in keys):
                 return size
         return "custom"
@@ -218,6 +243,21 @@ REGISTRY: dict[str, ModelSpec] = {
             encoders=_encoders("UniSpeechSat", "ForPreTraining"),
             normalize=False,  # microsoft/unispeech-sat-base's feature extractor does not normalise
             **_TRANSFORMER,
+        ),
+        ModelSpec(
+            name="whisper",
+            summary="WhisperForAudioClassification: Whisper's encoder over its 30 s log-mel (80 or 128 mel bins), "
+            "optional weighted layer sum, projector, mean over all 1,500 frames, linear head",
+            heads=(Head("WhisperForAudioClassification", "whisper"),),
+            patches=_attention("whisper.modeling_whisper", "WhisperAttention"),
+            encoders=("WhisperModel", "WhisperForConditionalGeneration"),
+            sizes=_WHISPER_SIZES,
+            default_size="base",
+            normalize=False,  # WhisperFeatureExtractor does not normalise unless asked per call
+            dropout_keys=("dropout", "attention_dropout", "activation_dropout"),
+            from_scratch={},
+            frontend=WHISPER_LOG_MEL,
+            encoder_prefix="encoder",
         ),
         ModelSpec(
             name="resnet18",

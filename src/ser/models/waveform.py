@@ -1,36 +1,87 @@
-"""WaveformClassifier: any of the four models behind the graph contract (audio, lengths) → logits.
+"""WaveformClassifier: any registered model behind the graph contract (audio, lengths) → logits.
 
 This module is what gets exported and what exports are validated against. It moves into the
-graph everything a Hugging Face feature extractor would do outside it (waveform normalisation,
-padding), and makes padding invisible: normalisation and the first GroupNorm see valid samples
-only, a stack of positional convolutions (data2vec-audio) sees zeros past each row's end, and the
-model gets the attention mask that zeroes padded frames and masks attention and pooling.
+graph everything a Hugging Face feature extractor would do outside it (the family's front end:
+waveform normalisation and padding, or Whisper's 30 s log-mel), and makes padding invisible:
+normalisation and the first GroupNorm see valid samples only, a stack of positional convolutions
+(data2vec-audio) sees zeros past each row's end, and the model gets the attention mask that zeroes
+padded frames and masks attention and pooling.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
+from ser.audio import SAMPLE_RATE
 from ser.models.frontends import (
     MaskedGroupNormConvLayer,
     MaskedPositionalConvStack,
+    WhisperLogMel,
     length_mask,
     masked_normalize,
 )
-from ser.models.registry import ExportPatches
+from ser.models.registry import WAVEFORM, WHISPER_LOG_MEL, ExportPatches
+
+WHISPER_HOP = 160  # samples per log-mel frame; Whisper's encoder halves the frames once more
+
+
+class WaveformInput(nn.Module):
+    """The wav2vec2-style families' input: the samples (zero-mean, unit-variance where the feature extractor
+    normalises) and the attention mask of the valid samples."""
+
+    def __init__(self, normalize: bool):
+        super().__init__()
+        self.normalize = normalize
+        self.max_samples: int | None = None  # the whole clip is heard
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        mask = length_mask(lengths, audio.shape[1])
+        audio = masked_normalize(audio, lengths) if self.normalize else audio * mask.to(audio.dtype)
+        return {"input_values": audio, "attention_mask": mask.long()}
+
+
+class WhisperInput(nn.Module):
+    """Whisper's input: the log-mel of the clip cut or padded to the encoder's window (30 s for every published
+    size: 1,500 positions × 2 × 160 samples). No attention mask: Whisper has none, and its mean runs over the
+    padding (see WhisperLogMel)."""
+
+    def __init__(self, config: PretrainedConfig):
+        super().__init__()
+        self.max_samples = config.max_source_positions * 2 * WHISPER_HOP
+        self.log_mel = WhisperLogMel(config.num_mel_bins, self.max_samples, hop_length=WHISPER_HOP)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"input_features": self.log_mel(audio, lengths)}
+
+
+def front_end(frontend: str, model: PreTrainedModel, normalize: bool) -> WaveformInput | WhisperInput:
+    """The in-graph front end a family names on its spec (ModelSpec.frontend)."""
+    if frontend == WAVEFORM:
+        return WaveformInput(normalize)
+    if frontend == WHISPER_LOG_MEL:
+        return WhisperInput(model.config)
+    raise ValueError(f"unknown front end {frontend!r}")
 
 
 class WaveformClassifier(nn.Module):
-    def __init__(self, model: PreTrainedModel, normalize: bool, patches: ExportPatches, embedding: bool = False):
-        """`model` takes (input_values, attention_mask) and returns `.logits`; `normalize` mirrors
-        the checkpoint's feature extractor (`do_normalize`); `patches` are its family's (ModelSpec.patches).
-        With `embedding`, forward also returns what the head's last stage reads: the pooled representation
-        (see `classifier_of`)."""
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        normalize: bool,
+        patches: ExportPatches,
+        embedding: bool = False,
+        frontend: str = WAVEFORM,
+    ):
+        """`model` takes what `frontend` makes of the audio (ModelSpec.frontend) and returns `.logits`;
+        `normalize` mirrors the checkpoint's feature extractor (`do_normalize`); `patches` are its family's
+        (ModelSpec.patches). With `embedding`, forward also returns what the head's last stage reads: the pooled
+        representation (see `classifier_of`)."""
         super().__init__()
         self.model = model.eval()
         self.normalize = normalize
+        self.frontend = front_end(frontend, model, normalize)
         self.patches = patches
         self.embedding = embedding
         self._pooled: list[torch.Tensor] | None = None  # a list only while this wrapper's forward runs
@@ -54,6 +105,13 @@ class WaveformClassifier(nn.Module):
             self._pooled.append(args[0])
 
     @property
+    def max_input_s(self) -> float | None:
+        """How much of a clip the model hears (Whisper: its 30 s window, the rest cut as its feature extractor
+        cuts it), or None: all of it."""
+        samples = self.frontend.max_samples
+        return None if samples is None else samples / SAMPLE_RATE
+
+    @property
     def embedding_size(self) -> int | None:
         """Width of the embedding output, or None without one."""
         if not self.embedding:
@@ -64,15 +122,14 @@ class WaveformClassifier(nn.Module):
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """audio: float32 [batch, samples] at 16 kHz, right-padded; lengths: int64 [batch] → logits [batch, labels]
         (with `embedding`: and the embedding [batch, width])."""
-        mask = length_mask(lengths, audio.shape[1])
-        audio = masked_normalize(audio, lengths) if self.normalize else audio * mask.to(audio.dtype)
+        inputs = self.frontend(audio, lengths)
         if self.group_norm is not None:
             self.group_norm.frame_lengths = self.group_norm.output_lengths(lengths)
         if self.positional is not None:
             self.positional.frame_lengths = self.model.base_model._get_feat_extract_output_lengths(lengths)
         self._pooled = []
         try:
-            logits = self.model(input_values=audio, attention_mask=mask.long()).logits
+            logits = self.model(**inputs).logits
             return (logits, self._pooled[-1]) if self.embedding else logits
         finally:
             self._pooled = None

@@ -130,6 +130,9 @@ class EmotionRecognizer:
             log.warning("%s: %s", bundle.path, self.cpu_warning)
         self.labels: tuple[str, ...] = bundle.manifest.labels  # the outputs' names: labels, or dimensions
         self.answer: AnswerSpec = bundle.manifest.answer_spec  # what they are, and how to read them
+        # the most of a clip the model hears (Whisper: 30 s), or None; longer clips are cut, said once
+        self.max_input_s: float | None = bundle.manifest.max_input_s
+        self._said_cut = False
         if bundle.manifest.sample_rate != SAMPLE_RATE:
             raise BundleError(f"{bundle.path}: graphs at {bundle.manifest.sample_rate} Hz are not supported")
         if not backend.is_active:
@@ -249,6 +252,9 @@ class EmotionRecognizer:
         Raises AudioError when a clip's logits are not finite (e.g. samples near the float32 limit
         overflow inside the model): an answer is never NaN.
         """
+        durations = [len(clip) / SAMPLE_RATE for clip in clips]
+        if self.max_input_s is not None:
+            clips = self._cut(clips)
         audio, lengths = pad_batch(clips)
         outputs = self.backend.infer({"audio": audio, "lengths": lengths})
         logits = outputs[LOGITS]
@@ -260,7 +266,22 @@ class EmotionRecognizer:
             raise AudioError(
                 f"the model's answer{which} is not finite (peak sample {peak:.3g}; audio is expected within about ±1)"
             )
-        return self.answer.predictions(logits, [float(n) / SAMPLE_RATE for n in lengths], outputs.get(EMBEDDING))
+        return self.answer.predictions(logits, durations, outputs.get(EMBEDDING))
+
+    def _cut(self, clips: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Clips cut to what the model hears (`max_input_s`): the graph cuts them the same way, so the answer is
+        unchanged and the padded batch no longer. Said once per recognizer."""
+        assert self.max_input_s is not None
+        limit = round(self.max_input_s * SAMPLE_RATE)
+        longest = max(len(clip) for clip in clips)
+        if longest > limit and not self._said_cut:
+            self._said_cut = True
+            log.warning(
+                "%s: a clip of %.1f s: the model hears its first %g s, as its own feature extractor cuts longer "
+                "audio (said once); for long recordings use timeline()",
+                self.bundle.path, longest / SAMPLE_RATE, self.max_input_s,
+            )  # fmt: skip
+        return [clip[:limit] for clip in clips]
 
     def close(self) -> None:
         if self.backend.is_active:

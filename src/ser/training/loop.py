@@ -462,14 +462,10 @@ class _Run:
     def _save_checkpoint(self, epoch: int) -> None:
         """The best epoch so far, as one checkpoint folder written in full, then put in place by replacing the
         `checkpoint` link in one rename: a kill at any moment leaves the previous best or the new one, whole."""
-        from transformers import Wav2Vec2FeatureExtractor
-
         folder = self.out / f"{RUN_CHECKPOINT}-epoch-{epoch:04d}"
         shutil.rmtree(folder, ignore_errors=True)
         self.loaded.model.save_pretrained(folder)
-        Wav2Vec2FeatureExtractor(
-            feature_size=1, sampling_rate=SAMPLE_RATE, do_normalize=self.loaded.normalize, return_attention_mask=True
-        ).save_pretrained(folder)
+        self.loaded.feature_extractor().save_pretrained(folder)
         link, staged = self.out / RUN_CHECKPOINT, self.out / f".{RUN_CHECKPOINT}.link-tmp"
         staged.unlink(missing_ok=True)
         staged.symlink_to(folder.name)  # relative: the run folder can be moved or copied
