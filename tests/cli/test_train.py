@@ -113,6 +113,11 @@ def test_train_fine_tunes_a_whisper_speech_checkpoint_and_export_reads_the_run(s
     assert config["architectures"] == ["WhisperForAudioClassification"] and len(config["id2label"]) == 7
     features = json.loads((run / "checkpoint" / "preprocessor_config.json").read_text())
     assert features["feature_extractor_type"] == "WhisperFeatureExtractor" and features["feature_size"] == 80
+    evaluated = _run("ser-eval", run, "--data", synth_corpus, "--out", tmp_path / "eval", "--split", "test")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text()) == json.loads(
+        (run / "metrics.json").read_text()
+    )
     exported = _run("ser-export", "--checkpoint", run, "--out", tmp_path / "bundle")
     assert exported.returncode == 0, exported.stderr
     manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
