@@ -96,7 +96,7 @@ def test_bundle_answers_what_the_transformers_pipeline_answers(layout, write_cli
         expected = {r["label"]: r["score"] for r in classifier({"raw": load_audio(path), "sampling_rate": 16_000})}
         assert prediction.label == max(expected, key=expected.get), path
         np.testing.assert_allclose([prediction.scores[k] for k in expected], list(expected.values()), atol=2e-3)
-    assert got[2].duration_s == pytest.approx(31.5)  # the answer is for its first 30 s, the duration the clip's
+    assert got[2].duration_s == pytest.approx(31.5)  # the clip's own duration; the answer is for its first 30 s
     said = [r.getMessage() for r in caplog.records if "first 30 s" in r.getMessage()]
     assert len(said) == 1 and "31.5 s" in said[0] and "timeline" in said[0]
     # A padded batch (1 s beside 31.5 s) answers as each clip alone: up to float rounding in the batched kernels,
