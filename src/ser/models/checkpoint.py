@@ -24,10 +24,11 @@ import torch
 from transformers import PreTrainedModel
 
 from ser.answer import CATEGORIES, DIMENSIONS, AnswerSpec
+from ser.audio import SAMPLE_RATE
 from ser.bundle import sha256_file
 from ser.labels import LABELS, canonical_labels, label_problem
 from ser.models.registry import WHISPER_LOG_MEL, Architecture, ModelSpec, UnknownArchitecture, get_spec, resolve
-from ser.models.waveform import WHISPER_HOP, WaveformClassifier, classifier_of
+from ser.models.waveform import WHISPER_HOP, WaveformClassifier, classifier_of, whisper_window_samples
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ RUNS_DIR = Path("runs")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _PRETRAINED_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 _STATE_DICT = "model.pt"
+_PREPROCESSOR = "preprocessor_config.json"
 RUN_CHECKPOINT = "checkpoint"  # inside a ser-train run folder: the best epoch's checkpoint
 # Read only by SpecAugment while training; some public checkpoints leave it out, and no answer depends on it.
 _TRAINING_ONLY = ("masked_spec_embed",)
@@ -207,13 +209,16 @@ def load_model(
         where = str(path)
         model, report = _load_folder(cls, path, overrides, relabel)
         source: dict[str, Any] = {"kind": "checkpoint", "path": str(path.absolute()), "sha256": folder_digest(path)}
-        normalize = _normalize_from(path / "preprocessor_config.json", spec.normalize)
-        _check_features(path / "preprocessor_config.json", spec, model.config)
+        preprocessor: Path | None = path / _PREPROCESSOR
     else:
         where = str(checkpoint)
         model, report = _load_hub(cls, where, overrides, relabel)
         source = {"kind": "hub", "id": where, "revision": getattr(model.config, "_commit_hash", None)}
-        normalize = _hub_normalize(where, spec.normalize, spec, model.config)
+        preprocessor = _hub_preprocessor(where)
+    features = _read_features(preprocessor)
+    # a config that leaves do_normalize out gets the feature extractor's own default (True), as transformers would
+    normalize = spec.normalize if features is None else bool(features.get("do_normalize", True))
+    _check_features(features, preprocessor, spec, model.config)
     initialized = _check_weights(where, cls, report, relabel, spec, architecture)
     source["architecture"] = architecture.name
     if initialized:
@@ -391,43 +396,41 @@ def _checkpoint_keys(path: Path) -> set[str]:
     return set()
 
 
-def _normalize_from(preprocessor_config: Path, default: bool) -> bool:
-    """The feature extractor's `do_normalize`; a config that leaves it out gets the feature extractor's own
-    default (True), as transformers would; no preprocessor config at all: the family's default."""
-    if not preprocessor_config.is_file():
-        return default
-    return bool(json.loads(preprocessor_config.read_text()).get("do_normalize", True))
-
-
-def _hub_normalize(hub_id: str, default: bool, spec: ModelSpec, config: Any) -> bool:
-    """`_normalize_from` for a hub checkpoint's preprocessor config, checked as a folder's is (`_check_features`)."""
+def _hub_preprocessor(hub_id: str) -> Path | None:
+    """The hub checkpoint's preprocessor_config.json, downloaded, or None where it has none."""
     from huggingface_hub import hf_hub_download
 
     try:
-        file = Path(hf_hub_download(hub_id, "preprocessor_config.json"))
+        return Path(hf_hub_download(hub_id, _PREPROCESSOR))
     except Exception:  # no preprocessor config on the hub: the family's defaults hold
-        return default
-    _check_features(file, spec, config)
-    return _normalize_from(file, default)
+        return None
+
+
+def _read_features(preprocessor_config: Path | None) -> dict[str, Any] | None:
+    """The feature extractor's settings, read once for every check; None without a preprocessor config (the
+    family's defaults hold)."""
+    if preprocessor_config is None or not preprocessor_config.is_file():
+        return None
+    try:
+        return json.loads(preprocessor_config.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{preprocessor_config}: not valid JSON: {e}") from None
 
 
 # WhisperFeatureExtractor's settings that ser's in-graph front end computes (ser.models.frontends.WhisperLogMel).
-_WHISPER_FEATURES = {"sampling_rate": 16_000, "n_fft": 400, "hop_length": WHISPER_HOP}
+_WHISPER_FEATURES = {"sampling_rate": SAMPLE_RATE, "n_fft": 400, "hop_length": WHISPER_HOP}
 
 
-def _check_features(preprocessor_config: Path, spec: ModelSpec, config: Any) -> None:
+def _check_features(features: dict[str, Any] | None, preprocessor_config: Path | None, spec: ModelSpec,
+                    config: Any) -> None:  # fmt: skip
     """A Whisper checkpoint's feature extractor must make what the graph's front end makes: refused otherwise,
     naming the setting (a model fed other features than it was trained on answers something else)."""
-    if spec.frontend != WHISPER_LOG_MEL or not preprocessor_config.is_file():
+    if spec.frontend != WHISPER_LOG_MEL or features is None:
         return
-    try:
-        features = json.loads(preprocessor_config.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{preprocessor_config}: not valid JSON: {e}") from None
     expected = {
         **_WHISPER_FEATURES,
         "feature_size": config.num_mel_bins,
-        "chunk_length": config.max_source_positions * 2 * WHISPER_HOP // 16_000,
+        "chunk_length": whisper_window_samples(config) // SAMPLE_RATE,
     }
     for key, value in expected.items():
         if key in features and features[key] != value:
@@ -454,6 +457,6 @@ def folder_digest(path: Path) -> str:
 
 
 def _is_checkpoint_file(name: str) -> bool:
-    return name in ("config.json", "preprocessor_config.json", _STATE_DICT) or name.endswith(
+    return name in ("config.json", _PREPROCESSOR, _STATE_DICT) or name.endswith(
         (".safetensors", ".safetensors.index.json", ".bin")
     )

@@ -42,6 +42,11 @@ class WaveformInput(nn.Module):
         return {"input_values": audio, "attention_mask": mask.long()}
 
 
+def whisper_window_samples(config: PretrainedConfig) -> int:
+    """The samples a Whisper encoder hears: 2 log-mel frames per position (its second convolution has stride 2)."""
+    return config.max_source_positions * 2 * WHISPER_HOP
+
+
 class WhisperInput(nn.Module):
     """Whisper's input: the log-mel of the clip cut or padded to the encoder's window (30 s for every published
     size: 1,500 positions × 2 × 160 samples). No attention mask: Whisper has none, and its mean runs over the
@@ -49,7 +54,7 @@ class WhisperInput(nn.Module):
 
     def __init__(self, config: PretrainedConfig):
         super().__init__()
-        self.max_samples = config.max_source_positions * 2 * WHISPER_HOP
+        self.max_samples = whisper_window_samples(config)
         self.log_mel = WhisperLogMel(config.num_mel_bins, self.max_samples, hop_length=WHISPER_HOP)
 
     def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -80,7 +85,6 @@ class WaveformClassifier(nn.Module):
         representation (see `classifier_of`)."""
         super().__init__()
         self.model = model.eval()
-        self.normalize = normalize
         self.frontend = front_end(frontend, model, normalize)
         self.patches = patches
         self.embedding = embedding
