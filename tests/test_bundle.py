@@ -43,6 +43,13 @@ def test_round_trip(tmp_path):
     assert (tmp_path / "b").stat().st_mode & 0o777 == 0o755
 
 
+def test_the_id_names_the_files(tmp_path):
+    first, same, other = _write(tmp_path / "a"), _write(tmp_path / "b"), _write(tmp_path / "c", b"other graph")
+    assert len(first.id) == 16 and int(first.id, 16) >= 0
+    assert first.id == same.id == Bundle.load(tmp_path / "a").id  # the same files, wherever the folder is
+    assert other.id != first.id
+
+
 def test_tampered_file_is_refused(tmp_path):
     _write(tmp_path / "b")
     (tmp_path / "b" / "model.onnx").write_bytes(b"graph bytez")

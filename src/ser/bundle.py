@@ -185,6 +185,12 @@ class Bundle:
     def onnx_path(self) -> Path:
         return self.path / ONNX_NAME
 
+    @property
+    def id(self) -> str:
+        """What the bundle is, in 16 hex digits: the start of its manifest's sha256. The manifest holds every
+        file's sha256, so two bundles share an id only if they are the same files; batch output records it."""
+        return sha256_file(self.path / MANIFEST_NAME)[:16]
+
     @classmethod
     def load(cls, path: str | Path) -> Bundle:
         """Read the manifest and verify every listed file's sha256; raise BundleError otherwise."""

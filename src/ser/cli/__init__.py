@@ -5,6 +5,7 @@ import signal
 
 import click
 
+from ser.cli.batch import batch_command
 from ser.cli.bench import bench_command
 from ser.cli.data import data_command
 from ser.cli.demo import demo_command
@@ -51,3 +52,4 @@ main.add_command(infer_command, "infer")
 main.add_command(serve_command, "serve")
 main.add_command(demo_command, "demo")
 main.add_command(bench_command, "bench")
+main.add_command(batch_command, "batch")
