@@ -146,9 +146,9 @@ def score_files(
         bundle = Bundle.load(bundle)
     storage = options.storage
     schema = result_schema(bundle.manifest.answer_spec)
+    listed = list_inputs(source, storage)
     sink = Output(output, storage, schema, options.part_rows, options.flush_s)
     sink.prepare()
-    listed = list_inputs(source, storage)
     done = sink.done(bundle.id)
     todo = [uri for uri in listed if uri not in done]
     summary = dict(
