@@ -12,7 +12,7 @@ LAYERS = (
     ("ser", "ser.labels", "ser.staging", "ser.answer"),
     ("ser.audio", "ser.bundle", "ser.metrics"),
     ("ser.runtime", "ser.data"),
-    ("ser.serve", "ser.models"),
+    ("ser.serve", "ser.models", "ser.batch"),
     ("ser.training", "ser.export"),
     ("ser.bench",),
     ("ser.cli",),

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.batch import BatchError, BatchOptions, Output, Storage, result_schema, score_files
+from ser.batch import BatchError, BatchOptions, Output, Progress, Storage, result_schema, score_files
 from ser.batch.job import READER_CPUS, plan_actors
 from ser.bundle import Bundle, BundleError
 from ser.runtime import AudioError, EmotionRecognizer
@@ -50,6 +50,12 @@ def _check_against_recognizer(rows: dict[str, dict], bundle: Bundle, files: dict
         assert row["duration_s"] == pytest.approx(expected.duration_s)
 
 
+def test_progress_reads_as_a_person_would_say_it():
+    progress = Progress(total=10, done=4, errors=1, audio_s=7200.0, elapsed_s=2.0)
+    assert progress.describe() == "4/10 files · 2.0 files/s · 1.000 audio h/s · 1 errors · 3 s left"
+    assert "left" not in Progress(total=10).describe()  # no rate yet: no guess
+
+
 def test_plan_actors_leaves_a_reader_room_on_every_node_and_refuses_what_cannot_start():
     two_cores = [(2.0, 0.0)]
     assert plan_actors(two_cores, BatchOptions()) == (1, 2 - READER_CPUS)
@@ -76,6 +82,7 @@ def test_a_local_job_answers_every_file_as_the_recognizer_does_and_bad_files_as_
         assert reason in rows[path]["error"] and path in rows[path]["error"]
     assert (summary.listed, summary.skipped, summary.scored, summary.errors) == (len(files), 0, len(good), len(bad))
     assert summary.actors == 1 and summary.nodes == 1 and summary.cpus_per_actor == 2 - READER_CPUS
+    assert summary.threads_per_actor == 2  # ONNX Runtime on the CPUs Ray assigned (1.75, rounded), not the host's
     assert seen and seen[-1].done == len(files) and seen[-1].errors == len(bad) and seen[-1].audio_s > 0
 
     # Rerun: nothing to do, nothing written. Then three new files: only they are scored.
@@ -130,7 +137,7 @@ def test_a_job_on_a_three_node_cluster_puts_actors_on_more_than_one_node(tmp_pat
         )
     finally:
         cluster.shutdown()
-    assert (summary.actors, summary.cpus_per_actor) == (3, 1.75)
+    assert (summary.actors, summary.cpus_per_actor, summary.threads_per_actor) == (3, 1.75, 2)
     assert summary.nodes >= 2, summary
     _check_against_recognizer(_rows(str(tmp_path / "out"), bundle), bundle, {str(p.absolute()): str(p) for p in good})
 

@@ -37,7 +37,8 @@ def test_json_summary_error_rows_and_exit_status(tmp_path, tiny_bundle):
     summary = events[-1]
     assert summary["event"] == "summary" and all(e["event"] == "progress" for e in events[:-1])
     assert (summary["scored"], summary["errors"], summary["actors"]) == (len(good), len(bad), 2)
-    assert summary["files_per_s"] > 0 and summary["startup_s"] > 0
+    assert (summary["cpus_per_actor"], summary["threads_per_actor"]) == (0.87, 1)  # two actors share two cores
+    assert summary["files_per_s"] > 0 and summary["first_rows_s"] > 0
     again = _run(tiny_bundle("resnet18"), tmp_path / "in", "--out", tmp_path / "out")
     assert again.returncode == 0 and again.stdout.startswith("nothing to do: all 13 files"), again.stdout
 

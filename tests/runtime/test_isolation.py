@@ -1,4 +1,5 @@
-"""The runtime (and the service over it) must work where PyTorch and transformers are not installed."""
+"""The runtime (and the service and batch jobs over it) must work where PyTorch and transformers are not installed,
+and nothing of it needs Ray (only a batch job's driver and workers import it, when a job runs)."""
 
 import subprocess
 import sys
@@ -10,7 +11,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
 
-    BLOCKED = {"torch", "transformers", "torchvision"}
+    BLOCKED = {"torch", "transformers", "torchvision", "ray"}
 
     class Block:
         def find_spec(self, name, path=None, target=None):
@@ -21,6 +22,7 @@ SCRIPT = textwrap.dedent(
     from ser.runtime import EmotionRecognizer
     import ser.cli.infer  # the ser-infer entry point too
     import ser.cli.serve, ser.serve  # and the HTTP service, which embeds only the runtime
+    import ser.cli.batch, ser.batch  # and batch jobs: Ray is imported when a job starts
     import ser.data.corpus, ser.data.synth, ser.data.signals, ser.metrics  # ser-data runs without torch too
     import ser.models.registry, ser.cli  # the registry is data: every command's --help comes without torch
 

@@ -32,7 +32,7 @@ from ser.bundle import MANIFEST_NAME, Bundle, BundleError
 log = logging.getLogger(__name__)
 READER_CPUS = 0.25  # what a read-and-decode task asks of Ray: a share small enough to run beside the model actors
 MAX_FILE_BYTES = 1 << 30  # a file over 1 GiB is refused before it is read: no speech clip is that large
-NODE_COLUMN = "_node"  # which node scored a row: counted for the summary, not written
+NODE_COLUMN, THREADS_COLUMN = "_node", "_threads"  # which node scored a row, on how many threads: for the summary
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class Progress:
         eta = (self.total - self.done) / self.files_per_s if self.files_per_s > 0 else math.inf
         return (
             f"{self.done:,}/{self.total:,} files · {self.files_per_s:.1f} files/s · "
-            f"{self.audio_hours_per_s * 3600:.1f} audio s/s · {self.errors:,} errors"
+            f"{self.audio_hours_per_s:.3f} audio h/s · {self.errors:,} errors"
             + (f" · {eta:.0f} s left" if math.isfinite(eta) else "")
         )
 
@@ -84,7 +84,7 @@ class Progress:
 @dataclass(frozen=True)
 class BatchSummary:
     """What a job did. `skipped`: files the output already had from this bundle (a resumed job);
-    `startup_s`: from the call to the first answer (listing, Ray, actors, model load)."""
+    `first_rows_s`: from the call to the first scored rows (listing, Ray, actors, model load, the first window)."""
 
     source: str
     output: str
@@ -95,9 +95,10 @@ class BatchSummary:
     errors: int
     audio_s: float
     wall_s: float
-    startup_s: float
+    first_rows_s: float
     actors: int
     cpus_per_actor: float
+    threads_per_actor: int  # ONNX Runtime's threads in each model actor, from the CPUs Ray assigned it
     nodes: int
     parts_written: int
     interrupted: bool = False
@@ -120,8 +121,10 @@ class BatchSummary:
         return (
             f"{verb} {self.scored:,} files answered, {self.errors:,} errors, {self.skipped:,} already in "
             f"{self.output} · {self.audio_s / 3600:.2f} h of audio in {self.wall_s:.1f} s "
-            f"({self.files_per_s:.1f} files/s, {self.audio_s_per_s:.1f} audio s/s; start-up {self.startup_s:.1f} s) · "
-            f"{self.actors} actor(s) × {self.cpus_per_actor:g} CPU on {self.nodes} node(s)"
+            f"({self.files_per_s:.1f} files/s, {self.audio_s_per_s:.1f} audio s/s; first rows after "
+            f"{self.first_rows_s:.1f} s) · "
+            f"{self.actors} actor(s) × {self.cpus_per_actor:g} CPU ({self.threads_per_actor} threads) "
+            f"on {self.nodes} node(s)"
         )
 
 
@@ -156,15 +159,17 @@ def score_files(
     )
     if not todo:
         return BatchSummary(**summary, scored=0, errors=0, audio_s=0.0, wall_s=time.monotonic() - started,
-                            startup_s=0.0, actors=0, cpus_per_actor=0.0, nodes=0, parts_written=0)  # fmt: skip
+                            first_rows_s=0.0, actors=0, cpus_per_actor=0.0, threads_per_actor=0, nodes=0,
+                            parts_written=0)  # fmt: skip
 
     import ray
 
     started_ray = not ray.is_initialized()
     if started_ray:
-        _start_ray(options.address)
+        _start_ray(options.address or os.environ.get("RAY_ADDRESS"))  # inside a Ray job: that job's cluster
     progress = Progress(total=len(todo))
     nodes: set[str] = set()
+    threads = 0
     interrupted, first_answer = False, None
     try:
         actors, cpus = plan_actors(_node_resources(), options)
@@ -172,10 +177,12 @@ def score_files(
         last_report = time.monotonic()
         run_started = time.monotonic()
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow"):
+            # prefetch_batches=0: a block is handed over as soon as it is scored, not once the next one is too
+            for batch in dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0):
                 first_answer = first_answer or time.monotonic()
                 nodes.update(batch.column(NODE_COLUMN).unique().to_pylist())
-                batch = batch.drop_columns([NODE_COLUMN]).cast(schema)
+                threads = max(threads, pc.max(batch.column(THREADS_COLUMN)).as_py())
+                batch = batch.drop_columns([NODE_COLUMN, THREADS_COLUMN]).cast(schema)
                 sink.add(batch)
                 errors = batch.num_rows - batch.column("error").null_count
                 durations = pc.sum(batch.column("duration_s")).as_py() or 0.0
@@ -199,9 +206,10 @@ def score_files(
         errors=progress.errors,
         audio_s=progress.audio_s,
         wall_s=time.monotonic() - started,
-        startup_s=(first_answer or time.monotonic()) - started,
+        first_rows_s=(first_answer or time.monotonic()) - started,
         actors=actors,
         cpus_per_actor=cpus,
+        threads_per_actor=threads,
         nodes=len(nodes),
         parts_written=sink.parts_written,
         interrupted=interrupted,
@@ -283,13 +291,15 @@ def _pipeline(ray: Any, todo: list[str], bundle: Bundle, options: BatchOptions, 
 
     files = {name: (bundle.path / name).read_bytes() for name in [*bundle.manifest.files, MANIFEST_NAME]}
     shipped = [ray.put(files)]  # in a list, so the actors get the reference and fetch it once each
+    # One block of `window` files is one read task and one actor call, and its rows reach the driver when that
+    # call ends: a larger batch_size would bundle blocks into one long task whose rows all arrive at its end.
     blocks = max(1, math.ceil(len(todo) / options.window))
     return (
-        ray.data.from_items([{"path": uri} for uri in todo], override_num_blocks=min(blocks, 10_000))
+        ray.data.from_items([{"path": uri} for uri in todo], override_num_blocks=blocks)
         .map_batches(
             read_audio,
             fn_kwargs={"storage": options.storage, "max_seconds": options.max_seconds},
-            batch_size=options.window,
+            batch_size=None,
             batch_format="pyarrow",
             num_cpus=READER_CPUS,
         )
@@ -301,7 +311,7 @@ def _pipeline(ray: Any, todo: list[str], bundle: Bundle, options: BatchOptions, 
                 "backend": options.backend,
                 "batch_size": options.batch_size,
             },
-            batch_size=options.window,
+            batch_size=None,
             batch_format="pyarrow",
             compute=ActorPoolStrategy(size=actors),
             num_cpus=cpus,
@@ -344,8 +354,8 @@ class Scorer:
         from ser.runtime.recognizer import EmotionRecognizer
 
         context = ray.get_runtime_context()
-        threads = max(1, round(context.get_assigned_resources().get("CPU", 1)))
-        self.recognizer = EmotionRecognizer.load(_materialize(bundle_id, shipped), backend=backend, threads=threads)
+        self.threads = max(1, round(context.get_assigned_resources().get("CPU", 1)))
+        self.recognizer = EmotionRecognizer.load(_materialize(bundle_id, shipped), backend, self.threads)
         self.node = context.get_node_id()
         self.bundle_id, self.batch_size = bundle_id, batch_size
         answer = self.recognizer.answer
@@ -366,7 +376,8 @@ class Scorer:
             for i, answer in zip(chunk, answers, strict=True):
                 results[i] = answer if not isinstance(answer, Exception) else f"{paths[i]}: {answer}"
         table = result_table(self.schema, self.answer, paths, results, self.bundle_id)
-        return table.append_column(NODE_COLUMN, pa.array([self.node] * len(paths), pa.string()))
+        table = table.append_column(NODE_COLUMN, pa.array([self.node] * len(paths), pa.string()))
+        return table.append_column(THREADS_COLUMN, pa.array([self.threads] * len(paths), pa.int32()))
 
     def _alone(self, clip: np.ndarray) -> Any:
         try:

@@ -15,7 +15,7 @@ from ser.runtime.cpu import cpu_features
 CPU_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
              "amx_tile", "amx_int8")  # fmt: skip
 LIBRARIES = ("ser", "numpy", "onnxruntime", "onnxruntime-gpu", "torch", "transformers", "onnx", "tensorrt", "openvino",
-             "nncf")  # fmt: skip
+             "nncf", "ray")  # fmt: skip
 
 
 def cpu_info() -> dict:
