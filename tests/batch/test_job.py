@@ -192,3 +192,13 @@ def test_a_bundle_that_does_not_verify_stops_the_job_before_any_work(tmp_path, t
     with pytest.raises(BundleError, match="does not match its sha256"):
         score_files(str(tmp_path / "in"), copy, str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
+
+
+def test_model_actors_that_cannot_start_stop_the_job_with_the_reason(tmp_path, tiny_bundle):
+    from ser.runtime.tensorrt import unavailable_reason
+
+    if unavailable_reason() is None:
+        pytest.skip("TensorRT is installed here: the tensorrt backend would start")
+    write_clips(tmp_path / "in", 2)
+    with pytest.raises(BatchError, match=r"the job stopped: .*TensorRT is not installed"):
+        score_files(str(tmp_path / "in"), tiny_bundle("wavlm"), str(tmp_path / "out"), BatchOptions(backend="tensorrt"))

@@ -170,7 +170,7 @@ def score_files(
     progress = Progress(total=len(todo))
     nodes: set[str] = set()
     threads = 0
-    interrupted, first_answer = False, None
+    interrupted, first_answer, failure = False, None, None
     try:
         actors, cpus = plan_actors(_node_resources(), options)
         dataset = _pipeline(ray, todo, bundle, options, actors, cpus)
@@ -195,11 +195,18 @@ def score_files(
                     last_report = time.monotonic()
         except KeyboardInterrupt:
             interrupted = True
+        except Exception as e:  # Ray's report of what stopped the job: model actors that cannot start, a lost node
+            failure = e
         finally:
             sink.flush()  # every answer received is written, whatever ended the loop
     finally:
         if started_ray:
             ray.shutdown()
+    if failure is not None:
+        cause = str(failure).strip().splitlines()[-1] if str(failure).strip() else type(failure).__name__
+        raise BatchError(
+            f"the job stopped: {cause}; {progress.done:,} files were written first (rerun to resume)"
+        ) from failure
     result = BatchSummary(
         **summary,
         scored=progress.done - progress.errors,

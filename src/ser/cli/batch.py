@@ -99,6 +99,9 @@ def batch_command(
             report("summary", e.summary.to_dict())
         click.echo(f"ser-batch: {e.summary.describe()}; run the same command again to finish", err=True)
         sys.exit(130)
+    except KeyboardInterrupt:
+        click.echo("ser-batch: interrupted before any file was scored", err=True)
+        sys.exit(130)
     if as_json:
         report("summary", summary.to_dict())
     else:
