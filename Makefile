@@ -19,7 +19,7 @@ $(STAMP): setup.cfg pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	# This exact pair installs from local disk on the project's machines (a CUDA build that runs on CPUs too).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install -q -e '.[export,train,serve,bench,batch,dev,triton,peers]'
+	$(BIN)/python -m pip install -q -e '.[export,train,serve,bench,batch,dev,triton,peers,openvino]'
 	# Only the tritonserver binary and Python backend it ships: its numpy<2 pin is for PyTriton's own
 	# Python API, which ser does not use, and would downgrade this environment's NumPy.
 	$(BIN)/python -m pip install -q --no-deps 'nvidia-pytriton==0.7.0' || echo "warning: nvidia-pytriton did not install: the Triton server tests will skip"

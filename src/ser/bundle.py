@@ -23,7 +23,8 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ONNX_NAME = "model.onnx"
 ORT_TENSORRT_CACHE = "ort-tensorrt-cache"  # where ONNX Runtime's TensorRT provider keeps its engines
-CACHE_DIRS = (ORT_TENSORRT_CACHE,)  # folders the runtime itself writes into a bundle; not checked
+TUNING_DIR = "tuning"  # `ser tune`'s measurement per kind of CPU, which `auto` follows (ser.runtime.tuning)
+CACHE_DIRS = (ORT_TENSORRT_CACHE, TUNING_DIR)  # folders the runtime itself writes into a bundle; not checked
 LOGITS, EMBEDDING = "logits", "embedding"  # the graph's outputs: the answer, and the optional pooled embedding
 
 

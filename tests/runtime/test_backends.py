@@ -6,6 +6,8 @@ import pytest
 from ser.bundle import Bundle
 from ser.runtime.base import BackendError
 from ser.runtime.onnxrt import PROVIDERS, OnnxRuntimeBackend, available_devices, device_problem
+from ser.runtime.openvino import OpenVinoBackend
+from ser.runtime.openvino import unavailable_reason as openvino_unavailable
 from ser.runtime.recognizer import pad_batch
 from tests.conftest import speech_like
 
@@ -25,6 +27,11 @@ BACKENDS = [
             "cuda" not in available_devices(), reason="onnxruntime has no CUDAExecutionProvider here"
         ),
     ),
+    pytest.param(
+        "openvino-cpu",
+        id="openvino-cpu",
+        marks=pytest.mark.skipif(openvino_unavailable() is not None, reason=str(openvino_unavailable())),
+    ),
     pytest.param("pytorch-cpu", id="pytorch-cpu"),
     pytest.param(
         "pytorch-cuda",
@@ -41,6 +48,8 @@ def make_backend(tiny_bundle, tiny_checkpoint):
         engine, device = kind.split("-")
         if engine == "onnxruntime":
             return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=2)
+        if engine == "openvino":
+            return OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2)
         from ser.models import load_model
         from ser.models.reference import TorchBackend
 

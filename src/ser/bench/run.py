@@ -201,6 +201,7 @@ def export_for(
         "export_s": time.perf_counter() - start,
         "max_abs_logit_error": bundle.manifest.validation.get("max_abs_logit_error"),
         "fp32_nodes": len(quantization.get("fp32_nodes", [])) if precision.startswith("int8") else None,
+        "gate_backends": quantization.get("gate_backends"),  # INT8: the CPU engines its gate passed it on
     }
 
 

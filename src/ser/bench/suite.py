@@ -16,8 +16,9 @@ import yaml
 from ser.models.checkpoint import CheckpointError, detect
 from ser.models.registry import REGISTRY
 
-# backend name → (precisions it runs, the device it runs on; None: the suite's `device`). The ONNX Runtime and
-# TensorRT names are the runtime's own (ser.runtime.recognizer.BACKENDS); a test keeps them equal.
+# backend name → (precisions it runs, the device it runs on; None: the suite's `device`). The ONNX Runtime,
+# OpenVINO (openvino-cpu) and TensorRT names are the runtime's own (ser.runtime.recognizer.BACKENDS); a test
+# keeps them equal.
 BACKENDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "pytorch-eager": (("fp32", "fp16", "int8-dynamic"), None),  # int8-dynamic: quantize_dynamic, CPU only
     "pytorch-compile": (("fp32", "fp16"), None),
@@ -25,6 +26,7 @@ BACKENDS: dict[str, tuple[tuple[str, ...], str | None]] = {
     "onnxruntime-cuda": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cuda"),
     "onnxruntime-tensorrt": (("fp32", "fp16", "int8-static"), "tensorrt"),  # ONNX Runtime's TensorRT provider
     "tensorrt": (("fp32", "fp16", "int8-static"), "cuda"),  # the bundle's own plan (ser-export --trt)
+    "openvino-cpu": (("fp32", "fp16", "int8-dynamic", "int8-static"), "cpu"),  # ser's bundle on OpenVINO
     "openvino": (("fp32", "int8-static"), "cpu"),  # a peer: OpenVINO IR, INT8 by NNCF (ser.bench.peers)
 }
 PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8-static")

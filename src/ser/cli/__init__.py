@@ -14,6 +14,7 @@ from ser.cli.export import export_command
 from ser.cli.infer import infer_command
 from ser.cli.serve import serve_command
 from ser.cli.train import train_command
+from ser.cli.tune import tune_command
 
 
 def setup_logging(verbose: bool = True) -> None:
@@ -53,3 +54,4 @@ main.add_command(serve_command, "serve")
 main.add_command(demo_command, "demo")
 main.add_command(bench_command, "bench")
 main.add_command(batch_command, "batch")
+main.add_command(tune_command, "tune")

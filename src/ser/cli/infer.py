@@ -29,9 +29,10 @@ from ser.runtime.recognizer import BACKENDS, EmotionRecognizer, Prediction
     default="auto",
     show_default=True,
     help="auto: the bundle's TensorRT plan where it runs, else ONNX Runtime on CUDA where its CUDA provider loads "
-    "and a GPU is there, else on the CPU. onnxruntime-cpu|-cuda|-tensorrt: ONNX Runtime on that provider "
-    "(TensorRT's engines cached beside the graph); tensorrt: the bundle's plan (ser-export --trt). A named backend "
-    "runs as named or fails saying why.",
+    "and a GPU is there, else the CPU engine ser-tune recorded as fastest on this kind of CPU (ONNX Runtime where "
+    "it has not run). onnxruntime-cpu|-cuda|-tensorrt: ONNX Runtime on that provider (TensorRT's engines cached "
+    "beside the graph); openvino-cpu: the bundle's graph on OpenVINO; tensorrt: the bundle's plan (ser-export "
+    "--trt). A named backend runs as named or fails saying why.",
 )
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads (default: all cores).")
 @click.option(
@@ -48,8 +49,8 @@ from ser.runtime.recognizer import BACKENDS, EmotionRecognizer, Prediction
 @click.option(
     "--strict-cpu",
     is_flag=True,
-    help="Refuse (exit 2) an INT8 bundle whose answers can differ on this CPU from what its accuracy gate "
-    "checked (a 'vnni' target on a CPU without VNNI); without it, a warning says so.",
+    help="Refuse (exit 2) an INT8 bundle whose answers can differ here from what its accuracy gate checked (a "
+    "'vnni' target on a CPU without VNNI, or an engine the gate did not judge); without it, a warning says so.",
 )
 def infer_command(
     bundle: str,

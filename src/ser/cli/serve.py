@@ -36,7 +36,8 @@ from ser.runtime.recognizer import BACKENDS
               help="A connection without a complete request head for this long (idle, or slow) is closed.")  # fmt: skip
 @click.option("--max-connections", type=click.IntRange(min=1), default=256, show_default=True,
               help="Concurrent connections and requests per worker; more get 503.")  # fmt: skip
-@click.option("--strict-cpu", is_flag=True, help="As ser-infer's: refuse an INT8 bundle gated on another kind of CPU.")
+@click.option("--strict-cpu", is_flag=True,
+              help="As ser-infer's: refuse an INT8 bundle gated on another kind of CPU or another engine.")  # fmt: skip
 @click.option("--log-level", type=click.Choice(["warning", "info", "debug"]), default="info", show_default=True)
 def serve_command(
     bundle: Path,

@@ -33,6 +33,8 @@ from ser.models.checkpoint import read_config
 from ser.models.reference import original_model
 from ser.runtime.cpu import cpu_features
 from ser.runtime.onnxrt import OnnxRuntimeBackend
+from ser.runtime.openvino import OpenVinoBackend
+from ser.runtime.openvino import unavailable_reason as openvino_unavailable
 from ser.runtime.recognizer import pad_batch
 from ser.runtime.tensorrt import TensorRTBackend
 
@@ -378,6 +380,18 @@ def _quantize(
         started = time.perf_counter()
         final, fallback = search_fp32_fallback(quantizer.quantize, evaluate, rank, quantizable, options.gate, work)
         seconds["search"] = time.perf_counter() - started  # calibration, ranking, every candidate
+    # The graph the gate passed on ONNX Runtime, judged again on every other CPU engine installed here: their INT8
+    # kernels compute otherwise, and the runtime runs an INT8 bundle as verified only where its gate passed it.
+    judged = {"onnxruntime-cpu": fallback.result.summary()}
+    if openvino_unavailable() is None:
+        started = time.perf_counter()
+        with OpenVinoBackend(final, inputs) as backend:
+            result = score(backend, evaluation, reference, options.gate)
+        seconds["openvino"] = time.perf_counter() - started
+        judged["openvino-cpu"] = result.summary()
+        if not result.passed:
+            log.warning("the INT8 graph passes its gate on ONNX Runtime but not on OpenVINO (%s): recorded as "
+                        "verified on ONNX Runtime only", result.describe())  # fmt: skip
     return final, {
         "mode": int8.mode,
         "method": int8.method if int8.mode == "static" else None,
@@ -396,6 +410,9 @@ def _quantize(
             "reference_answers": reference.answers(),  # PyTorch's top-1 per label: one label everywhere shows little
         },
         "gate": asdict(options.gate),
+        # each CPU engine the gate judged the final graph on, and those it passed (ser.runtime.recognizer)
+        "gate_verdicts": judged,
+        "gate_backends": [name for name, verdict in judged.items() if verdict["passed"]],
         "target": "tensorrt" if int8.symmetric else int8.target,
         "reduce_range": int8.reduce_range,
         # the CPU the gate ran on, as far as INT8 numerics go, and the kernels' version (ser.runtime.cpu)

@@ -15,14 +15,20 @@ from ser.bundle import EMBEDDING, LOGITS, Bundle, BundleError
 from ser.runtime.base import Backend, BackendError
 from ser.runtime.cpu import cpu_features, int8_mismatch
 from ser.runtime.onnxrt import OnnxRuntimeBackend, available_devices, device_problem
+from ser.runtime.openvino import OpenVinoBackend
+from ser.runtime.openvino import unavailable_reason as openvino_unavailable
 from ser.runtime.tensorrt import TensorRTBackend, current_target, pick_engine, unavailable_reason
+from ser.runtime.tuning import recorded_choice
 
 log = logging.getLogger(__name__)
 CHECK_SAMPLES = SAMPLE_RATE // 2  # the load-time graph check's clip: within every TensorRT profile (≥ 0.5 s)
 # One name per way of running a bundle, the same in the runtime, the CLI, the bench suites and their workers:
-# ONNX Runtime on one execution provider, or the bundle's own TensorRT plan.
+# ONNX Runtime on one execution provider, OpenVINO on the CPU (the same graph), or the bundle's own TensorRT plan.
 ONNXRUNTIME = {"onnxruntime-cpu": "cpu", "onnxruntime-cuda": "cuda", "onnxruntime-tensorrt": "tensorrt"}
-BACKENDS = ("auto", *ONNXRUNTIME, "tensorrt")
+OPENVINO = "openvino-cpu"
+BACKENDS = ("auto", *ONNXRUNTIME, OPENVINO, "tensorrt")
+# What an INT8 gate judged when its manifest does not say: ONNX Runtime's CPU kernels, the only ones it ran on.
+GATED_BEFORE_RECORDED = ("onnxruntime-cpu",)
 
 
 def window_bounds(
@@ -74,6 +80,8 @@ def backend_problem(backend: str) -> str | None:
         return f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}"
     if backend == "tensorrt":
         return unavailable_reason()
+    if backend == OPENVINO:
+        return openvino_unavailable()
     return device_problem(ONNXRUNTIME[backend]) if backend in ONNXRUNTIME else None
 
 
@@ -82,15 +90,43 @@ def open_backend(bundle: Bundle, backend: str = "auto", threads: int | None = No
 
     `auto` takes the fastest this machine offers: the bundle's TensorRT plan when TensorRT is installed
     and the plan was built for this GPU and TensorRT version; else ONNX Runtime on CUDA when its CUDA
-    provider really runs here (`device_problem`); else on the CPU. Any other name runs exactly that, or
-    fails with a BackendError saying why not (`threads` is for ONNX Runtime's CPU kernels).
+    provider really runs here (`device_problem`); else the CPU backend `ser tune` measured fastest among
+    the verified ones on this kind of CPU (`ser.runtime.tuning`), or ONNX Runtime's where it has not run.
+    Any other name runs exactly that, or fails with a BackendError saying why not (`threads`: CPU threads).
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if backend == "tensorrt" or (backend == "auto" and _native_tensorrt_runs(bundle)):
         return TensorRTBackend.from_bundle(bundle)
-    device = ONNXRUNTIME.get(backend) or ("cuda" if "cuda" in available_devices() else "cpu")
+    if backend == "auto" and "cuda" not in available_devices():
+        backend = recorded_choice(bundle) or "onnxruntime-cpu"
+        if backend_problem(backend) is not None:  # tuned where OpenVINO was installed, and it is not here
+            backend = "onnxruntime-cpu"
+    if backend == OPENVINO:
+        return OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads)
+    device = ONNXRUNTIME.get(backend) or "cuda"
     return OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, device=device, threads=threads)
+
+
+def gate_backends(quantization: dict) -> tuple[str, ...]:
+    """The backends an INT8 bundle's accuracy gate passed it on (empty for a bundle that is not INT8)."""
+    if not quantization:
+        return ()
+    return tuple(quantization.get("gate_backends") or GATED_BEFORE_RECORDED)
+
+
+def int8_problem(quantization: dict, backend: str) -> str | None:
+    """Why an INT8 bundle's answers on `backend` (a CPU backend) may not be what its gate checked, or None:
+    its gate never ran on that engine's kernels, or ran on a CPU whose INT8 numerics differ from this one's."""
+    if not quantization or not backend.endswith("cpu"):
+        return None
+    judged = gate_backends(quantization)
+    if backend not in judged:
+        return (
+            f"its INT8 accuracy gate judged {', '.join(judged)}, not {backend}, whose INT8 kernels compute otherwise; "
+            f"run it on {judged[0]}, or re-export where {backend} is installed so the gate judges it too"
+        )
+    return int8_mismatch(quantization, cpu_features()) if quantization.get("cpu") else None
 
 
 def _native_tensorrt_runs(bundle: Bundle) -> bool:
@@ -117,13 +153,7 @@ class EmotionRecognizer:
         its accuracy gate checked; otherwise that is a warning, logged once and kept in `cpu_warning`."""
         self.bundle = bundle
         self.backend = backend
-        # Only an INT8 bundle that recorded its gate's CPU, run by ONNX Runtime's CPU kernels, can differ here.
-        gated_on = bundle.manifest.quantization.get("cpu")
-        self.cpu_warning = (
-            int8_mismatch(bundle.manifest.quantization, cpu_features())
-            if gated_on and backend.name.endswith("cpu")
-            else None
-        )
+        self.cpu_warning = int8_problem(bundle.manifest.quantization, backend.name)
         if self.cpu_warning is not None:
             if strict_cpu:
                 raise BundleError(f"{bundle.path}: {self.cpu_warning}")

@@ -1,0 +1,137 @@
+"""OpenVINO as a runtime backend: the bundle's own graph, its contract kept, INT8 verified where its gate judged
+it, and `auto` following what `ser tune` measured on this kind of CPU."""
+
+import json
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ser.bench.tune import tune
+from ser.bundle import Bundle, BundleError
+from ser.export import ExportOptions, Gate, Int8Options, export_bundle
+from ser.runtime.openvino import unavailable_reason
+from ser.runtime.recognizer import EmotionRecognizer, open_backend
+from ser.runtime.tuning import record_path
+from tests.conftest import speech_like
+
+pytestmark = pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))
+
+
+@pytest.mark.parametrize("name", ["wav2vec2", "whisper", "resnet18"])
+def test_a_ragged_batch_answers_as_each_clip_alone(tiny_bundle, name):
+    clips = [speech_like(s, seed=i) for i, s in enumerate((1.0, 0.3, 2.2))]
+    with EmotionRecognizer.load(tiny_bundle(name), backend="openvino-cpu", threads=2) as recognizer:
+        together = recognizer.classify(clips)
+        for clip, answer in zip(clips, together, strict=True):
+            alone = recognizer.classify([clip])[0]
+            assert alone.label == answer.label
+            np.testing.assert_allclose(list(alone.scores.values()), list(answer.scores.values()), atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(tiny_checkpoint, synth_corpus, tmp_path_factory) -> Bundle:
+    options = ExportOptions(
+        checkpoint=str(tiny_checkpoint("wav2vec2")),
+        int8=Int8Options("static"),
+        calibration_data=str(synth_corpus),
+        calibration_clips=12,
+        eval_clips=12,
+        gate=Gate(min_agreement=0.0, max_f1_drop=None),
+    )
+    return export_bundle(options, tmp_path_factory.mktemp("int8") / "bundle")
+
+
+def test_the_gate_judges_the_int8_graph_on_openvino_too_and_records_it(int8_bundle):
+    quantization = int8_bundle.manifest.quantization
+    assert set(quantization["gate_verdicts"]) == {"onnxruntime-cpu", "openvino-cpu"}
+    assert quantization["gate_verdicts"]["openvino-cpu"]["scored"] == 12
+    assert quantization["gate_backends"] == ["onnxruntime-cpu", "openvino-cpu"]  # an open gate passes both
+    with EmotionRecognizer.load(int8_bundle.path, backend="openvino-cpu", strict_cpu=True) as recognizer:
+        assert recognizer.cpu_warning is None
+
+
+def _gated_on_onnxruntime_only(bundle: Bundle, out: Path) -> Path:
+    """The bundle with the manifest a gate leaves when it judged ONNX Runtime alone (as before OpenVINO)."""
+    shutil.copytree(bundle.path, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["quantization"]["gate_backends"] = ["onnxruntime-cpu"]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+def test_an_int8_bundle_gated_on_onnxruntime_warns_or_refuses_on_openvino(int8_bundle, tmp_path, caplog):
+    path = _gated_on_onnxruntime_only(int8_bundle, tmp_path / "bundle")
+    caplog.set_level(logging.WARNING, logger="ser")
+    with EmotionRecognizer.load(path, backend="openvino-cpu") as recognizer:
+        assert "judged onnxruntime-cpu, not openvino-cpu" in recognizer.cpu_warning
+        assert recognizer.predict(speech_like(1.0)[None].T, 16_000).label  # a warning, still an answer
+    assert caplog.text.count("judged onnxruntime-cpu, not openvino-cpu") == 1
+    with pytest.raises(BundleError, match="judged onnxruntime-cpu, not openvino-cpu"):
+        EmotionRecognizer.load(path, backend="openvino-cpu", strict_cpu=True)
+    with EmotionRecognizer.load(path, backend="onnxruntime-cpu", strict_cpu=True) as recognizer:
+        assert recognizer.cpu_warning is None
+    # A bundle from before the gate recorded its backends was judged on ONNX Runtime alone.
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["quantization"]["gate_backends"]
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="judged onnxruntime-cpu, not openvino-cpu"):
+        EmotionRecognizer.load(path, backend="openvino-cpu", strict_cpu=True)
+
+
+def test_tune_records_the_fastest_verified_backend_and_auto_follows_it(tiny_bundle, tmp_path):
+    path = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle("wavlm"), path)
+    bundle = Bundle.load(path)
+    assert open_backend(bundle).name == "onnxruntime-cpu"  # never tuned here: ONNX Runtime
+    result = tune(bundle, batches=(1, 2), seconds=1.0, runs=3)
+    assert [m.backend for m in result.measurements] == ["onnxruntime-cpu", "openvino-cpu"]
+    assert all(m.verified and set(m.median_ms) == {"1x1s", "2x1s"} for m in result.measurements)
+    fastest = min(result.measurements, key=lambda m: m.total_ms).backend
+    assert (
+        result.choice == fastest and open_backend(Bundle.load(path)).name == fastest
+    )  # the record is outside the hashes
+    record = json.loads(record_path(bundle).read_text())
+    assert record["choice"] == fastest and record["cpu"]["model"]
+    for choice in ("openvino-cpu", "onnxruntime-cpu"):  # auto follows the record, whichever it names
+        record_path(bundle).write_text(json.dumps({**record, "choice": choice}))
+        assert open_backend(bundle).name == choice
+        assert open_backend(bundle, "onnxruntime-cpu").name == "onnxruntime-cpu"  # a named backend still wins
+
+
+def test_a_record_from_another_kind_of_cpu_is_not_used(tiny_bundle, tmp_path, monkeypatch):
+    path = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle("wavlm"), path)
+    bundle = Bundle.load(path)
+    record_path(bundle).parent.mkdir()
+    record_path(bundle).write_text(json.dumps({"choice": "openvino-cpu"}))
+    assert open_backend(bundle).name == "openvino-cpu"
+    other = tmp_path / "cpuinfo"
+    other.write_text("model name\t: Some Other CPU\nflags\t\t: sse2 avx2\n")
+    monkeypatch.setenv("SER_CPUINFO", str(other))
+    assert open_backend(bundle).name == "onnxruntime-cpu"
+
+
+def test_tune_never_picks_a_backend_the_int8_gate_did_not_judge(int8_bundle, tmp_path):
+    bundle = Bundle.load(_gated_on_onnxruntime_only(int8_bundle, tmp_path / "bundle"))
+    result = tune(bundle, batches=(1,), seconds=1.0, runs=3)
+    openvino = next(m for m in result.measurements if m.backend == "openvino-cpu")
+    assert not openvino.verified and "not openvino-cpu" in openvino.why and openvino.median_ms  # timed, not taken
+    assert result.choice == "onnxruntime-cpu" and open_backend(bundle).name == "onnxruntime-cpu"
+
+
+def test_ser_tune_prints_the_choice(tiny_bundle, tmp_path):
+    path = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle("resnet18"), path)
+    script = Path(sys.executable).parent / "ser-tune"
+    result = subprocess.run([script, path, "--batch-sizes", "1", "--seconds", "1", "--runs", "3", "--json"],
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert record["choice"] in ("onnxruntime-cpu", "openvino-cpu") and len(record["measurements"]) == 2
+    bad = subprocess.run([script, path, "--batch-sizes", "0"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "positive integers" in bad.stderr
