@@ -19,6 +19,7 @@ import numpy as np
 
 from ser.bundle import graph_signature
 from ser.runtime.base import Backend, BackendError
+from ser.runtime.openvino import compile_for_cpu
 
 PRECISIONS = ("fp32", "int8-static")
 IR_NAME = "model.xml"
@@ -94,12 +95,7 @@ class OpenVinoBackend(Backend):
         reason = unavailable_reason()
         if reason:
             raise BackendError(f"{self.name}: {reason}")
-        import openvino as ov
-
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        self._compiled = ov.Core().compile_model(str(self.folder / IR_NAME), "CPU", config)
+        self._compiled = compile_for_cpu(self.folder / IR_NAME, self.threads)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._compiled is not None

@@ -27,6 +27,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
+def compile_for_cpu(model: str | Path, threads: int | None) -> Any:
+    """`model` (ONNX or OpenVINO IR) compiled for this CPU: f32 pinned, latency hint, `threads` threads."""
+    import openvino as ov
+
+    config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if threads:
+        config["INFERENCE_NUM_THREADS"] = threads
+    return ov.Core().compile_model(str(model), "CPU", config)
+
+
 class OpenVinoBackend(Backend):
     """A bundle's `model.onnx` on OpenVINO's CPU plugin with `threads` threads (None: OpenVINO decides)."""
 
@@ -43,13 +53,7 @@ class OpenVinoBackend(Backend):
         reason = unavailable_reason()
         if reason:
             raise BackendError(f"{self.name}: {reason}")
-        import openvino as ov
-
-        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
-        if self.threads:
-            config["INFERENCE_NUM_THREADS"] = self.threads
-        core = ov.Core()
-        self._compiled = core.compile_model(core.read_model(str(self.onnx_path)), "CPU", config)
+        self._compiled = compile_for_cpu(self.onnx_path, self.threads)
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         if LOGITS not in self._outputs or any(name not in (LOGITS, EMBEDDING) for name in self._outputs):
             raise BackendError(f"{self.onnx_path}: OpenVINO reads outputs {self._outputs}, not logits (and embedding)")
