@@ -1,16 +1,18 @@
 """The same bundle and the same load against ser-serve and against Triton's Python backend, side by side.
 
-    python benchmarks/triton_vs_serve.py BUNDLE [--clients 64] [--seconds 30] [--out FILE.json]
+    python benchmarks/triton_vs_serve.py BUNDLE [--clients 64] [--seconds 30] [--instances 1 --instances 2]
+                                                [--out FILE.json]
 
 Both servers speak the Open Inference Protocol, so wrk (one thread, `--clients` connections, each posting
 the next request when its answer arrives) sends both the identical request: POST /v2/models/<name>/infer
 with a 2 s WAV as AUDIO_FILE in the binary tensor extension. ser-serve runs with `--max-batch 16
 --max-wait-ms 5`; Triton gets `ser-export --triton-backend python --triton-max-batch 16` (dynamic
-batching, 5 ms queue delay, one CPU instance), from the tritonserver and Python backend of the
-nvidia-pytriton wheel, its stub in .venv-triton (as `make test` builds it). Each server gets a 5 s
-warm-up, then the measured run; both use ONNX Runtime's default threads. Reports throughput, latency
-p50/p99, errors and RSS (Triton: the server and its stub processes). Loopback only; wrk shares the
-two cores with the server.
+batching, 5 ms queue delay, CPU instances), from the tritonserver and Python backend of the
+nvidia-pytriton wheel, its stub in .venv-triton (as `make test` builds it). Both run each `--instances`
+count: one model instance on ONNX Runtime's default threads, or N instances sharing the cores (one
+thread each on two cores), ser-serve's `--instances N` against Triton's instance group of N. Each
+server gets a 5 s warm-up, then the measured run. Reports throughput, latency p50/p90/p99, errors and
+RSS (Triton: the server and its stub processes). Loopback only; wrk shares the cores with the server.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import struct
 import sys
@@ -79,8 +82,14 @@ def measure(url: str, pid: int, path: str, body: Path, header_length: int, args,
     return {**result, "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1)}}
 
 
-def run_serve(bundle: Path, name: str, path: str, body: Path, header_length: int, args, work: Path) -> dict:
+def threads_per_instance(instances: int) -> int | None:
+    return None if instances == 1 else max(1, len(os.sched_getaffinity(0)) // instances)
+
+
+def run_serve(bundle: Path, instances: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
     options = ["--max-batch", "16", "--max-wait-ms", "5", "--log-level", "warning", "--max-connections", "1024"]
+    if instances > 1:
+        options += ["--instances", str(instances), "--threads", str(threads_per_instance(instances))]
     server, url = start_serve(bundle, *options)
     try:
         return measure(url, server.pid, path, body, header_length, args, work)
@@ -89,9 +98,12 @@ def run_serve(bundle: Path, name: str, path: str, body: Path, header_length: int
         server.wait(timeout=30)
 
 
-def run_triton(bundle: Path, name: str, path: str, body: Path, header_length: int, args, work: Path) -> dict:
+def run_triton(bundle: Path, instances: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
     repository = work / "models"
-    write_triton_repository(Bundle.load(bundle), repository, TritonOptions(backend="python", max_batch=16))
+    options = TritonOptions(
+        backend="python", max_batch=16, instances=instances, threads=threads_per_instance(instances)
+    )
+    write_triton_repository(Bundle.load(bundle), repository, options)
     server = start_triton(repository, work)
     try:
         return measure(f"http://{server.http_url}", server.process.pid, path, body, header_length, args, work)
@@ -106,6 +118,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--clip-seconds", type=float, default=2.0)
+    parser.add_argument("--instances", type=int, action="append", help="model instances per server (repeat)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -122,10 +135,13 @@ def main() -> None:
         work = Path(tmp)
         body = work / "infer.bin"
         body.write_bytes(data)
-        for server, run in (("ser-serve", run_serve), ("triton-python", run_triton)):
-            folder = work / server
-            folder.mkdir()
-            runs[server] = run(args.bundle, name, path, body, header_length, args, folder)
+        for instances in args.instances or [1, 2]:
+            for server, run in (("ser-serve", run_serve), ("triton-python", run_triton)):
+                key = f"{server} ×{instances}"
+                folder = work / f"{server}-{instances}"
+                folder.mkdir()
+                runs[key] = {"instances": instances, "threads_per_instance": threads_per_instance(instances),
+                             **run(args.bundle, instances, path, body, header_length, args, folder)}  # fmt: skip
     report = {
         "bundle": str(args.bundle),
         "clients": args.clients,
@@ -134,12 +150,13 @@ def main() -> None:
         "machine": cpu_info(),
         "runs": runs,
     }
-    print("| server | requests | errors | throughput (req/s) | p50 ms | p99 ms | RSS start → end MiB |")
-    print("|---|---:|---:|---:|---:|---:|---|")
+    print("| server × instances | requests | errors | req/s | p50 ms | p90 ms | p99 ms | RSS start → end MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---|")
     for server, r in runs.items():
         lat = r["latency_ms"]
+        rss = r["rss_mib"]
         print(f"| {server} | {r['requests']} | {r['errors']} | {r['throughput_rps']:.1f} | {lat['p50']:.0f} | "
-              f"{lat['p99']:.0f} | {r['rss_mib']['start']:.0f} → {r['rss_mib']['end']:.0f} |")  # fmt: skip
+              f"{lat['p90']:.0f} | {lat['p99']:.0f} | {rss['start']:.0f} → {rss['end']:.0f} |")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

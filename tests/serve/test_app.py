@@ -58,6 +58,8 @@ def test_health_readiness_metrics_and_openapi(service, write_clip):
         for _ in range(3):
             client.post("/v1/predict", content=clip, headers={"content-type": "audio/wav"})
         client.post("/v1/predict", content=b"junk", headers={"content-type": "audio/wav"})
+        for path in ("/no/such/path", "/another/one"):
+            assert client.get(path).status_code == 404
         metrics = client.get("/metrics")
         schema = client.get("/openapi.json").json()
     assert metrics.headers["content-type"].startswith("text/plain")
@@ -66,6 +68,7 @@ def test_health_readiness_metrics_and_openapi(service, write_clip):
     assert _metric(text, "ser_requests_total", endpoint="/v1/predict", status="422") == 1
     assert _metric(text, "ser_request_errors_total", endpoint="/v1/predict") == 1
     assert _metric(text, "ser_request_latency_seconds_count", endpoint="/v1/predict") == 4
+    assert _metric(text, "ser_requests_total", endpoint="other", status="404") == 2  # no label per unknown path
     assert _metric(text, "ser_batch_size_count") == 3  # one model call per good clip, sent one after another
     assert {"/v1/predict", "/v1/timeline", "/healthz", "/readyz", "/metrics"} <= set(schema["paths"])
     assert "multipart/form-data" in schema["paths"]["/v1/predict"]["post"]["requestBody"]["content"]

@@ -98,3 +98,50 @@ def test_a_full_queue_refuses_instead_of_growing():
 def test_max_batch_must_be_positive():
     with pytest.raises(ValueError, match="max_batch"):
         MicroBatcher(_sums, max_batch=0)
+
+
+def test_instances_run_batches_at_once_and_each_batch_on_one_instance():
+    # Two instances that each block until both are running: only concurrent batches finish.
+    both_running = threading.Barrier(2, timeout=5)
+    calls = []
+
+    def instance(tag):
+        def infer(clips):
+            calls.append((tag, len(clips)))
+            both_running.wait()
+            return [tag] * len(clips)
+
+        return infer
+
+    batcher = MicroBatcher([instance("a"), instance("b")], max_batch=2, max_wait_s=0.05)
+
+    async def body():
+        return await asyncio.gather(*(batcher.submit(np.zeros(4, dtype=np.float32)) for _ in range(4)))
+
+    answers = asyncio.run(_with_batcher(batcher, body))
+    assert sorted(answers) == ["a", "a", "b", "b"]
+    assert sorted(calls) == [("a", 2), ("b", 2)]
+
+
+def test_a_clip_given_as_a_call_is_made_on_the_batch_thread_and_only_its_failure_is_its_own():
+    threads = []
+
+    def decode(value):
+        def make():
+            threads.append(threading.current_thread().name)
+            if value < 0:
+                raise ValueError(f"cannot decode {value}")
+            return np.full(4, value, dtype=np.float32)
+
+        return make
+
+    batcher = MicroBatcher(_sums, max_batch=8, max_wait_s=0.05)
+
+    async def body():
+        clips = [decode(1), decode(-1), np.full(4, 3, dtype=np.float32), decode(2)]
+        return await asyncio.gather(*(batcher.submit(c) for c in clips), return_exceptions=True)
+
+    one, bad, three, two = asyncio.run(_with_batcher(batcher, body))
+    assert (one, three, two) == (4.0, 12.0, 8.0)
+    assert isinstance(bad, ValueError) and "cannot decode -1" in str(bad)
+    assert threads and all(name.startswith("ser-batch") for name in threads)

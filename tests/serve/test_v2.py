@@ -42,14 +42,15 @@ def _client(client) -> "httpclient.InferenceServerClient":
     return httpclient.InferenceServerClient(f"127.0.0.1:{client.base_url.port}")
 
 
-def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle):
+@pytest.mark.parametrize("instances", [1, 2])
+def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle, instances):
     files = [_wav(1.0, 1), _wav(0.6, 2)]
     clips = [speech_like(1.3, seed=3), speech_like(0.5, seed=4)]
     with EmotionRecognizer.load(tiny_bundle("wavlm"), backend="onnxruntime-cpu") as recognizer:
         expected_files = [recognizer.predict(f) for f in files]
         expected_clips = recognizer.classify(clips)
         labels = list(recognizer.labels)
-    with service() as client:
+    with service(instances=instances) as client:
         triton = _client(client)
         assert triton.is_server_live() and triton.is_server_ready() and triton.is_model_ready("wavlm")
         metadata = triton.get_model_metadata("wavlm")
@@ -60,6 +61,8 @@ def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle
             (triton.infer("wavlm", _samples(clips, binary=True)), expected_clips),
             (triton.infer("wavlm", _samples(clips, binary=False)), expected_clips),  # JSON tensors
         ]
+        metrics = client.get("/metrics").text
+    assert 'ser_requests_total{endpoint="/v2/models/{name}/infer",status="200"} 3.0' in metrics  # the route
     for result, expected in answers:
         got = [v.decode() if isinstance(v, bytes) else v for v in result.as_numpy("LABEL").reshape(-1)]
         assert got == [p.label for p in expected]

@@ -21,7 +21,10 @@ from ser.runtime.recognizer import BACKENDS
 @click.option("--max-batch", type=click.IntRange(min=1), default=16, show_default=True, help="Clips per model call.")
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Wait for company.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, each a model.")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads per worker's model.")
+@click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Model copies per worker running batches at once (small models: more throughput).")  # fmt: skip
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="CPU threads per model instance. Default: the runtime's, or the CPUs shared by the instances.")  # fmt: skip
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="As ser-infer's.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=25.0, show_default=True)
 @click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="/v1/predict.")
@@ -46,6 +49,7 @@ def serve_command(
     max_batch: int,
     max_wait_ms: float,
     workers: int,
+    instances: int,
     threads: int | None,
     backend: str,
     max_upload_mb: float,
@@ -92,6 +96,7 @@ def serve_command(
         strict_cpu=strict_cpu,
         backend=backend,
         threads=threads,
+        instances=instances,
     )
     server = dict(host=host, port=port, log_level=log_level, **server_options(keep_alive_s, max_connections))
     if workers == 1:

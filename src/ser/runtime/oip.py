@@ -17,7 +17,8 @@ numpy and ser's audio decoding only: the Triton model imports this inside Triton
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 
 import numpy as np
 
@@ -49,6 +50,14 @@ def outputs_metadata(answer: AnswerSpec, embedding_size: int | None = None) -> l
 
 def clips_from_tensors(tensors: Mapping[str, np.ndarray], max_seconds: float | None = None) -> list[np.ndarray]:
     """The request's clips, decoded and checked: float32 mono at 16 kHz. Raises AudioError naming the row."""
+    return [decode() for decode in clip_decoders(tensors, max_seconds)]
+
+
+def clip_decoders(
+    tensors: Mapping[str, np.ndarray], max_seconds: float | None = None
+) -> list[Callable[[], np.ndarray]]:
+    """For each of the request's clips, the call that decodes and checks it (raising AudioError naming
+    the row), so a server can run it where it likes; the request's layout is checked at once."""
     unknown = set(tensors) - {AUDIO_FILE, AUDIO, LENGTHS}
     if unknown:
         raise AudioError(f"unknown input {sorted(unknown)[0]!r}; inputs are {AUDIO_FILE}, or {AUDIO} with {LENGTHS}")
@@ -59,7 +68,8 @@ def clips_from_tensors(tensors: Mapping[str, np.ndarray], max_seconds: float | N
         if files.size == 0:
             raise AudioError(f"{AUDIO_FILE}: no files")
         return [
-            load_audio(_as_bytes(f), name=f"{AUDIO_FILE}[{i}]", max_seconds=max_seconds) for i, f in enumerate(files)
+            partial(load_audio, _as_bytes(f), name=f"{AUDIO_FILE}[{i}]", max_seconds=max_seconds)
+            for i, f in enumerate(files)
         ]
     if AUDIO not in tensors:
         raise AudioError(f"no audio: give {AUDIO_FILE} (encoded files) or {AUDIO} (16 kHz samples)")
@@ -72,16 +82,16 @@ def clips_from_tensors(tensors: Mapping[str, np.ndarray], max_seconds: float | N
             raise AudioError(f"{LENGTHS}: {lengths.shape[0]} lengths for {audio.shape[0]} rows of {AUDIO}")
     else:
         lengths = np.full(audio.shape[0], audio.shape[1])
-    clips = []
+    decoders = []
     for i, (row, n) in enumerate(zip(audio, lengths, strict=True)):
         if not MIN_SAMPLES <= n <= audio.shape[1]:
             raise AudioError(
                 f"{LENGTHS}[{i}] = {n}: must be between {MIN_SAMPLES} and the {audio.shape[1]} samples given"
             )
         # load_audio checks what a file would be checked for: finite samples, the duration limit
-        clips.append(load_audio(row[: int(n)].astype(np.float32), SAMPLE_RATE, name=f"{AUDIO}[{i}]",
+        decoders.append(partial(load_audio, row[: int(n)].astype(np.float32), SAMPLE_RATE, name=f"{AUDIO}[{i}]",
                                 max_seconds=max_seconds))  # fmt: skip
-    return clips
+    return decoders
 
 
 def output_tensors(predictions: Sequence[Prediction], answer: AnswerSpec) -> dict[str, np.ndarray]:

@@ -10,9 +10,10 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 from fastapi import FastAPI, Query, Request
@@ -27,8 +28,8 @@ from ser.audio import SAMPLE_RATE, AudioError, load_audio
 from ser.runtime import oip
 from ser.runtime.recognizer import EmotionRecognizer, Prediction, window_bounds
 from ser.serve import v2
-from ser.serve.batcher import MicroBatcher, QueueFullError
-from ser.serve.metrics import ServiceMetrics
+from ser.serve.batcher import Clip, MicroBatcher, QueueFullError
+from ser.serve.metrics import ObserveRequests, ServiceMetrics
 
 log = logging.getLogger(__name__)
 SETTINGS_ENV = "SER_SERVE_SETTINGS"  # how `--workers N` hands the settings to each worker process
@@ -51,7 +52,8 @@ class ServeSettings:
     keep_alive_s: float = 5.0  # a connection without a complete request head for this long is closed
     max_connections: int = 256  # concurrent connections and requests; more get 503 from the server
     backend: str = "auto"
-    threads: int | None = None
+    threads: int | None = None  # per instance; default: the model's own choice, or the CPUs shared out
+    instances: int = 1  # model copies running batches at once (Triton's instance count)
     strict_cpu: bool = False  # refuse to start with an INT8 bundle whose answers can differ on this CPU
 
     def to_env(self) -> str:
@@ -114,8 +116,12 @@ _ERRORS = {code: {"description": why} for code, why in [
 
 @dataclass(frozen=True)
 class _Loaded:
-    recognizer: EmotionRecognizer
+    recognizers: list[EmotionRecognizer]
     batcher: MicroBatcher[Prediction]
+
+    @property
+    def recognizer(self) -> EmotionRecognizer:
+        return self.recognizers[0]
 
 
 class _Service:
@@ -129,14 +135,21 @@ class _Service:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
-        recognizer = await run_in_threadpool(
-            EmotionRecognizer.load, settings.bundle, settings.backend, settings.threads, settings.strict_cpu
-        )
-        # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
-        warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
-        await run_in_threadpool(recognizer.classify, warm)
+        threads = settings.threads
+        if threads is None and settings.instances > 1:  # instances share the CPUs rather than contend
+            threads = max(1, len(os.sched_getaffinity(0)) // settings.instances)
+        recognizers = []
+        for _ in range(settings.instances):
+            recognizer = await run_in_threadpool(
+                EmotionRecognizer.load, settings.bundle, settings.backend, threads, settings.strict_cpu
+            )
+            # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
+            warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
+            await run_in_threadpool(recognizer.classify, warm)
+            recognizers.append(recognizer)
+        recognizer = recognizers[0]
         batcher: MicroBatcher[Prediction] = MicroBatcher(
-            recognizer.classify,
+            [r.classify for r in recognizers],
             settings.max_batch,
             settings.max_wait_ms / 1000,
             settings.max_queue,
@@ -145,15 +158,16 @@ class _Service:
         )
         batcher.start()
         self.metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
-        self.loaded = _Loaded(recognizer, batcher)
-        log.info("serving %s (%s), max batch %d", settings.bundle, recognizer.bundle.manifest.model.name,
-                 settings.max_batch)  # fmt: skip
+        self.loaded = _Loaded(recognizers, batcher)
+        log.info("serving %s (%s), max batch %d, %d instance(s)", settings.bundle,
+                 recognizer.bundle.manifest.model.name, settings.max_batch, settings.instances)  # fmt: skip
         try:
             yield
         finally:
             self.loaded = None
             await batcher.stop()
-            recognizer.close()
+            for r in recognizers:
+                r.close()
 
     @property
     def ready(self) -> bool:
@@ -171,9 +185,10 @@ class _Service:
             raise ApiError(404, f"no model {name!r}; this server has {recognizer.bundle.manifest.model.name!r}")
         return recognizer
 
-    async def answer(self, clips: list[np.ndarray]) -> list[Prediction]:
-        """Answers for `clips`, submitted at most a batch at a time so a long timeline neither fills the
-        queue nor runs into the timeout, which applies to each batch's wait."""
+    async def answer(self, clips: Sequence[Clip]) -> list[Prediction]:
+        """Answers for `clips` (samples, or the calls that decode them on the batch's thread), submitted
+        at most a batch at a time so a long timeline neither fills the queue nor runs into the timeout,
+        which applies to each batch's wait."""
         batcher, settings = self.model().batcher, self.settings
         answers: list[Prediction] = []
         for start in range(0, len(clips), settings.max_batch):
@@ -201,12 +216,7 @@ def create_app(settings: ServeSettings) -> FastAPI:
     )
     _handle_errors(app)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next):
-        with service.metrics.request(request.url.path) as record:
-            response = await call_next(request)
-            record(response.status_code)
-            return response
+    app.add_middleware(ObserveRequests, metrics=service.metrics)
 
     _v1_routes(app, service)
     _v2_routes(app, service)
@@ -250,8 +260,9 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
     async def predict(request: Request) -> JSONResponse:
         """The emotion of one clip: its label and scores, or its dimensions, as the bundle answers."""
         service.model()
-        samples = await _read_samples(request, settings, settings.max_seconds)
-        (prediction,) = await service.answer([samples])
+        data, name = await _read_upload(request, settings)
+        decode = partial(load_audio, data, name=name, max_seconds=settings.max_seconds)
+        (prediction,) = await service.answer([_refusing(decode, 422)])
         return JSONResponse(prediction.to_dict())
 
     @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
@@ -330,10 +341,10 @@ def _v2_routes(app: FastAPI, service: _Service) -> None:
         except v2.ProtocolError as e:
             raise ApiError(400, str(e)) from None
         try:
-            clips = await run_in_threadpool(oip.clips_from_tensors, tensors, service.settings.max_seconds)
+            decoders = oip.clip_decoders(tensors, service.settings.max_seconds)
         except AudioError as e:
             raise ApiError(400, str(e)) from None
-        predictions = await service.answer(clips)
+        predictions = await service.answer([_refusing(decode, 400) for decode in decoders])
         outputs = oip.output_tensors(predictions, recognizer.answer)
         return JSONResponse(v2.infer_response(name, header, outputs))
 
@@ -365,17 +376,35 @@ def _health_routes(app: FastAPI, service: _Service) -> None:
 async def _read_samples(request: Request, settings: ServeSettings, max_seconds: float) -> np.ndarray:
     """The request's audio, decoded to 16 kHz mono, within the size, time and duration limits.
 
-    The body must arrive within `body_timeout_s` (408); decoding runs in the thread pool, never on the
-    event loop, and refuses from the header alone audio over `max_seconds` or at an absurd rate.
+    Decoding runs in the thread pool, never on the event loop, and refuses from the header alone
+    audio over `max_seconds` or at an absurd rate.
     """
-    try:
-        data, name = await asyncio.wait_for(_read_body(request, settings), settings.body_timeout_s)
-    except TimeoutError:
-        raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
+    data, name = await _read_upload(request, settings)
     try:
         return await run_in_threadpool(load_audio, data, name=name, max_seconds=max_seconds)
     except AudioError as e:
         raise ApiError(422, str(e)) from None
+
+
+async def _read_upload(request: Request, settings: ServeSettings) -> tuple[bytes, str]:
+    """The uploaded file's bytes and name; the body must arrive within `body_timeout_s` (408)."""
+    try:
+        return await asyncio.wait_for(_read_body(request, settings), settings.body_timeout_s)
+    except TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
+
+
+def _refusing(decode: Callable[[], np.ndarray], status: int) -> Callable[[], np.ndarray]:
+    """`decode` with its AudioError turned into the request's answer `status` (it runs on the batch's
+    thread, so the error reaches the request through the batcher)."""
+
+    def run() -> np.ndarray:
+        try:
+            return decode()
+        except AudioError as e:
+            raise ApiError(status, str(e)) from None
+
+    return run
 
 
 async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, str]:

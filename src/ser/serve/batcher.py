@@ -1,10 +1,14 @@
 """Dynamic micro-batching: concurrent requests share one model call.
 
-Requests wait at most `max_wait_s` for company, and a batch never exceeds `max_batch`; while a batch
-runs, the next one fills up, so under load batches grow by themselves and the wait hardly matters.
-Batches run one at a time on a single worker thread (the model's own thread pool does the parallel
-work). If a batch fails as a whole, its items are retried one by one, so one bad input fails only
-its own request.
+Requests wait at most `max_wait_s` for company, and a batch never exceeds `max_batch`; while the
+batches run, the next one fills up, so under load batches grow by themselves and the wait hardly
+matters. Each model instance (an `infer` function, e.g. one recognizer; Triton's instance group)
+runs one batch at a time on its own thread; with one instance the model's own thread pool does the
+parallel work, with several (each on fewer threads) batches overlap, which on a small model costs
+less than splitting each call across threads. A clip may come as a function that makes its samples
+(decoding the upload): it runs on the batch's thread, not the event loop's, and no extra thread
+hand-off is paid for it; if it raises, only that request fails. If a batch fails as a whole, its
+items are retried one by one, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -25,31 +29,38 @@ class QueueFullError(RuntimeError):
     """More requests are waiting than the service is configured to hold."""
 
 
+Clip = np.ndarray | Callable[[], np.ndarray]  # samples, or how to make them (on the batch's thread)
+
+
 @dataclass
 class _Item:
-    clip: np.ndarray
+    clip: Clip
     future: asyncio.Future
 
 
 class MicroBatcher(Generic[T]):
     def __init__(
         self,
-        infer: Callable[[Sequence[np.ndarray]], Sequence[T]],
+        infer: Callable[[Sequence[np.ndarray]], Sequence[T]] | Sequence[Callable[[Sequence[np.ndarray]], Sequence[T]]],
         max_batch: int = 16,
         max_wait_s: float = 0.005,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
     ):
-        """`infer` answers a list of clips in order; `on_batch(size, seconds)` observes each model call and
-        `on_depth(clips)` every change of the queue's length (a clip joining, a batch leaving)."""
+        """`infer` answers a list of clips in order (a list of them: model instances that may run at
+        once); `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every change of
+        the queue's length (a clip joining, a batch leaving)."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        self.infer, self.max_batch, self.max_wait_s, self.on_batch = infer, max_batch, max_wait_s, on_batch
-        self.on_depth = on_depth
+        self.instances = [infer] if callable(infer) else list(infer)
+        if not self.instances:
+            raise ValueError("no model instance to run batches on")
+        self.max_batch, self.max_wait_s, self.on_batch, self.on_depth = max_batch, max_wait_s, on_batch, on_depth
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ser-batch")
+        self._executor = ThreadPoolExecutor(max_workers=len(self.instances), thread_name_prefix="ser-batch")
         self._task: asyncio.Task | None = None
+        self._batches: set[asyncio.Task] = set()
 
     @property
     def running(self) -> bool:
@@ -65,14 +76,14 @@ class MicroBatcher(Generic[T]):
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.gather(self._task, *self._batches, return_exceptions=True)
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if not item.future.done():
                 item.future.set_exception(RuntimeError("the service is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def submit(self, clip: np.ndarray) -> T:
+    async def submit(self, clip: Clip) -> T:
         """The answer for one clip, computed in some batch. Cancelling the wait (a timeout) drops the
         clip if its batch has not started yet."""
         future = asyncio.get_running_loop().create_future()
@@ -89,7 +100,11 @@ class MicroBatcher(Generic[T]):
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        free: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(len(self.instances)):
+            free.put_nowait(index)
         while True:
+            instance = await free.get()  # while every instance is busy, the next batch keeps filling
             batch = [await self._queue.get()]
             deadline = loop.time() + self.max_wait_s
             while len(batch) < self.max_batch:
@@ -107,33 +122,53 @@ class MicroBatcher(Generic[T]):
                     break
             self._report_depth()
             batch = [item for item in batch if not item.future.done()]  # timed out while queued
-            if batch:
-                await self._execute(batch)
+            if not batch:
+                free.put_nowait(instance)
+                continue
+            task = loop.create_task(self._execute(batch, instance))
+            self._batches.add(task)
+            task.add_done_callback(lambda t, i=instance: (self._batches.discard(t), free.put_nowait(i)))
 
-    async def _execute(self, batch: list[_Item]) -> None:
-        try:
-            results = await self._call([item.clip for item in batch])
-        except Exception as error:
-            if len(batch) == 1:
-                _settle(batch[0].future, error=error)
-                return
-            for item in batch:  # find the culprit: everyone else still gets an answer
+    async def _execute(self, batch: list[_Item], instance: int) -> None:
+        loop = asyncio.get_running_loop()
+        outcomes = await loop.run_in_executor(self._executor, self._answer, batch, self.instances[instance])
+        for item, (result, error) in zip(batch, outcomes, strict=True):
+            _settle(item.future, result=result, error=error)
+
+    def _answer(self, batch: list[_Item], infer: Callable) -> list[tuple[object, BaseException | None]]:
+        """(answer, error) per item, on the batch's thread: each clip made, then one model call."""
+        outcomes: list[tuple[object, BaseException | None]] = [(None, None)] * len(batch)
+        ready = []
+        for index, item in enumerate(batch):
+            if callable(item.clip):
                 try:
-                    (result,) = await self._call([item.clip])
+                    item.clip = item.clip()
+                except Exception as error:
+                    outcomes[index] = (None, error)
+                    continue
+            ready.append(index)
+        try:
+            results = self._timed(infer, [batch[i].clip for i in ready])
+        except Exception as error:
+            if len(ready) == 1:
+                outcomes[ready[0]] = (None, error)
+                return outcomes
+            for index in ready:  # find the culprit: everyone else still gets an answer
+                try:
+                    (result,) = self._timed(infer, [batch[index].clip])
+                    outcomes[index] = (result, None)
                 except Exception as item_error:
-                    _settle(item.future, error=item_error)
-                else:
-                    _settle(item.future, result=result)
-            return
-        for item, result in zip(batch, results, strict=True):
-            _settle(item.future, result=result)
+                    outcomes[index] = (None, item_error)
+            return outcomes
+        for index, result in zip(ready, results, strict=True):
+            outcomes[index] = (result, None)
+        return outcomes
 
-    async def _call(self, clips: list[np.ndarray]) -> Sequence[T]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._timed, clips)
-
-    def _timed(self, clips: list[np.ndarray]) -> Sequence[T]:
+    def _timed(self, infer: Callable, clips: list) -> Sequence[T]:
+        if not clips:
+            return []
         started = time.perf_counter()
-        results = self.infer(clips)
+        results = infer(clips)
         if self.on_batch is not None:
             self.on_batch(len(clips), time.perf_counter() - started)
         return results
