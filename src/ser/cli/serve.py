@@ -24,7 +24,7 @@ from ser.runtime.recognizer import BACKENDS
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
               help="Model copies per worker running batches at once (small models: more throughput).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="CPU threads per model instance. Default: the runtime's, or the CPUs shared by the instances.")  # fmt: skip
+              help="CPU threads per model instance. Default: the runtime's, or the CPUs shared out.")  # fmt: skip
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="As ser-infer's.")
 @click.option("--max-upload-mb", type=click.FloatRange(min=0.001), default=25.0, show_default=True)
 @click.option("--max-seconds", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="/v1/predict.")

@@ -101,8 +101,6 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"{self.name}: {problem}")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        import os
-        if os.environ.get("SPIN") == "0": options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if self.threads is not None:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
