@@ -167,9 +167,7 @@ class AnswerSpec:
                  n_samples: int) -> Timeline:  # fmt: skip
         """A recording of `n_samples`: its windows ([start, end) sample ranges with their answers) and the
         duration-weighted mean of their values as the overall answer."""
-        windows = tuple(
-            Window(a / sample_rate, b / sample_rate, p) for (a, b), p in zip(bounds, answers, strict=True)
-        )
+        windows = tuple(Window(a / sample_rate, b / sample_rate, p) for (a, b), p in zip(bounds, answers, strict=True))
         weights = np.array([w.end_s - w.start_s for w in windows])
         values = np.array([[w.answer.values[name] for name in self.names] for w in windows])
         overall = (values * weights[:, None]).sum(axis=0) / weights.sum()
