@@ -314,3 +314,35 @@ def test_a_whisper_bundle_answers_predict_and_timeline_as_the_runtime(tiny_bundl
     assert answers[1].json()["duration_s"] == pytest.approx(32.0)
     assert windows.status_code == 200, windows.text
     assert windows.json()["scores"] == pytest.approx(timeline.scores, abs=1e-5)
+
+
+def test_small_and_large_uploads_answer_alike_wherever_they_are_decoded(service, tiny_bundle, write_clip, monkeypatch):
+    # A body within BATCH_THREAD_DECODE_BYTES is decoded on the batch's thread; a larger one in the thread
+    # pool. Both must answer as the runtime does, and a bad body of either size is its own 422.
+    from ser.serve import app as app_module
+
+    small = write_clip("small.wav", seconds=1.0)
+    large = write_clip("large.wav", seconds=12.0, rate=44_100, channels=2)
+    assert small.stat().st_size <= app_module.BATCH_THREAD_DECODE_BYTES < large.stat().st_size
+    with EmotionRecognizer.load(tiny_bundle("wavlm")) as recognizer:
+        expected = {clip.name: recognizer.predict(clip) for clip in (small, large)}
+    decoded_on = []
+    real_load = app_module.load_audio
+
+    def recording_load(*args, **kwargs):
+        import threading
+
+        decoded_on.append(threading.current_thread().name)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(app_module, "load_audio", recording_load)
+    with service() as client:
+        for clip in (small, large):
+            answer = client.post("/v1/predict", content=clip.read_bytes(), headers={"content-type": "audio/wav"})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["scores"] == pytest.approx(expected[clip.name].scores, abs=1e-5)
+        for junk in (b"RIFF junk", b"RIFF" + b"\x00" * 300_000):
+            bad = client.post("/v1/predict", content=junk, headers={"content-type": "audio/wav"})
+            assert bad.status_code == 422 and "not readable audio" in bad.json()["error"]["message"]
+        assert client.get("/healthz").status_code == 200
+    assert decoded_on[0].startswith("ser-batch") and not decoded_on[1].startswith("ser-batch"), decoded_on
