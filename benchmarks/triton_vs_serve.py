@@ -1,7 +1,7 @@
 """The same bundle and the same load against ser-serve and against Triton's Python backend, side by side.
 
     python benchmarks/triton_vs_serve.py BUNDLE [--clients 64] [--seconds 30] [--instances 1 --instances 2]
-                                                [--out FILE.json]
+                                                [--repeats 1] [--out FILE.json]
 
 Both servers speak the Open Inference Protocol, so wrk (one thread, `--clients` connections, each posting
 the next request when its answer arrives) sends both the identical request: POST /v2/models/<name>/infer
@@ -11,8 +11,10 @@ batching, 5 ms queue delay, CPU instances), from the tritonserver and Python bac
 nvidia-pytriton wheel, its stub in .venv-triton (as `make test` builds it). Both run each `--instances`
 count: one model instance on ONNX Runtime's default threads, or N instances sharing the cores (one
 thread each on two cores), ser-serve's `--instances N` against Triton's instance group of N. Each
-server gets a 5 s warm-up, then the measured run. Reports throughput, latency p50/p90/p99, errors and
-RSS (Triton: the server and its stub processes). Loopback only; wrk shares the cores with the server.
+server gets a 5 s warm-up, then the measured run. `--repeats R` measures every pair R times, the
+servers' order reversed every other time (a shared VM drifts by tens of percent over minutes), and
+reports each pair's median. Reports throughput, latency p50/p90/p99, errors and RSS (Triton: the
+server and its stub processes). Loopback only; wrk shares the cores with the server.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import io
 import json
 import os
 import shutil
+import statistics
 import struct
 import sys
 import tempfile
@@ -119,6 +122,7 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=200_000)
     parser.add_argument("--clip-seconds", type=float, default=2.0)
     parser.add_argument("--instances", type=int, action="append", help="model instances per server (repeat)")
+    parser.add_argument("--repeats", type=int, default=1, help="measurements of each pair (median reported)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -135,28 +139,39 @@ def main() -> None:
         work = Path(tmp)
         body = work / "infer.bin"
         body.write_bytes(data)
-        for instances in args.instances or [1, 2]:
-            for server, run in (("ser-serve", run_serve), ("triton-python", run_triton)):
-                key = f"{server} ×{instances}"
-                folder = work / f"{server}-{instances}"
-                folder.mkdir()
-                runs[key] = {"instances": instances, "threads_per_instance": threads_per_instance(instances),
-                             **run(args.bundle, instances, path, body, header_length, args, folder)}  # fmt: skip
+        servers = [("ser-serve", run_serve), ("triton-python", run_triton)]
+        for repeat in range(args.repeats):
+            for instances in args.instances or [1, 2]:
+                for server, run in servers if repeat % 2 == 0 else servers[::-1]:
+                    key = f"{server} ×{instances}"
+                    folder = work / f"{server}-{instances}-{repeat}"
+                    folder.mkdir()
+                    entry = runs.setdefault(key, {"instances": instances, "repeats": [],
+                                                  "threads_per_instance": threads_per_instance(instances)})  # fmt: skip
+                    entry["repeats"].append(run(args.bundle, instances, path, body, header_length, args, folder))
+    for entry in runs.values():
+        entry["median"] = {
+            "throughput_rps": statistics.median(r["throughput_rps"] for r in entry["repeats"]),
+            **{p: statistics.median(r["latency_ms"][p] for r in entry["repeats"]) for p in ("p50", "p90", "p99")},
+            "errors": sum(r["errors"] for r in entry["repeats"]),
+        }
     report = {
         "bundle": str(args.bundle),
         "clients": args.clients,
         "seconds": args.seconds,
         "clip_seconds": args.clip_seconds,
+        "repeats": args.repeats,
         "machine": cpu_info(),
         "runs": runs,
     }
-    print("| server × instances | requests | errors | req/s | p50 ms | p90 ms | p99 ms | RSS start → end MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|---|")
-    for server, r in runs.items():
-        lat = r["latency_ms"]
-        rss = r["rss_mib"]
-        print(f"| {server} | {r['requests']} | {r['errors']} | {r['throughput_rps']:.1f} | {lat['p50']:.0f} | "
-              f"{lat['p90']:.0f} | {lat['p99']:.0f} | {rss['start']:.0f} → {rss['end']:.0f} |")  # fmt: skip
+    print("| server × instances | errors | req/s (median; each run) | p50 ms | p90 ms | p99 ms (median; each run) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for server, entry in runs.items():
+        m, each = entry["median"], entry["repeats"]
+        rps = ", ".join(f"{r['throughput_rps']:.0f}" for r in each)
+        p99 = ", ".join(f"{r['latency_ms']['p99']:.0f}" for r in each)
+        print(f"| {server} | {m['errors']} | {m['throughput_rps']:.1f} ({rps}) | {m['p50']:.0f} | {m['p90']:.0f} | "
+              f"{m['p99']:.0f} ({p99}) |")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
