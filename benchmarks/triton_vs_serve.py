@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import shutil
 import statistics
 import struct
@@ -41,6 +40,7 @@ from ser.bench.environment import cpu_info
 from ser.bundle import Bundle
 from ser.data.signals import synthetic_voice
 from ser.export.triton import TritonOptions, write_triton_repository
+from ser.serve.app import shared_threads
 
 HEADERS = {"Content-Type": "application/octet-stream"}
 
@@ -85,14 +85,10 @@ def measure(url: str, pid: int, path: str, body: Path, header_length: int, args,
     return {**result, "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1)}}
 
 
-def threads_per_instance(instances: int) -> int | None:
-    return None if instances == 1 else max(1, len(os.sched_getaffinity(0)) // instances)
-
-
 def run_serve(bundle: Path, instances: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
     options = ["--max-batch", "16", "--max-wait-ms", "5", "--log-level", "warning", "--max-connections", "1024"]
     if instances > 1:
-        options += ["--instances", str(instances), "--threads", str(threads_per_instance(instances))]
+        options += ["--instances", str(instances), "--threads", str(shared_threads(instances))]
     server, url = start_serve(bundle, *options)
     try:
         return measure(url, server.pid, path, body, header_length, args, work)
@@ -103,9 +99,7 @@ def run_serve(bundle: Path, instances: int, path: str, body: Path, header_length
 
 def run_triton(bundle: Path, instances: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
     repository = work / "models"
-    options = TritonOptions(
-        backend="python", max_batch=16, instances=instances, threads=threads_per_instance(instances)
-    )
+    options = TritonOptions(backend="python", max_batch=16, instances=instances, threads=shared_threads(instances))
     write_triton_repository(Bundle.load(bundle), repository, options)
     server = start_triton(repository, work)
     try:
@@ -147,7 +141,7 @@ def main() -> None:
                     folder = work / f"{server}-{instances}-{repeat}"
                     folder.mkdir()
                     entry = runs.setdefault(key, {"instances": instances, "repeats": [],
-                                                  "threads_per_instance": threads_per_instance(instances)})  # fmt: skip
+                                                  "threads_per_instance": shared_threads(instances)})  # fmt: skip
                     entry["repeats"].append(run(args.bundle, instances, path, body, header_length, args, folder))
     for entry in runs.values():
         entry["median"] = {

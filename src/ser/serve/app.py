@@ -65,6 +65,12 @@ class ServeSettings:
         return json.dumps(asdict(self))
 
 
+def shared_threads(instances: int) -> int | None:
+    """Default CPU threads per model instance: the runtime's own choice for one, this process's CPUs
+    shared out for several (instances that each took every core would contend)."""
+    return None if instances == 1 else max(1, len(os.sched_getaffinity(0)) // instances)
+
+
 class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
@@ -140,9 +146,7 @@ class _Service:
     @asynccontextmanager
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
-        threads = settings.threads
-        if threads is None and settings.instances > 1:  # instances share the CPUs rather than contend
-            threads = max(1, len(os.sched_getaffinity(0)) // settings.instances)
+        threads = settings.threads if settings.threads is not None else shared_threads(settings.instances)
         recognizers = []
         for _ in range(settings.instances):
             recognizer = await run_in_threadpool(
