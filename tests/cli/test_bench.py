@@ -133,3 +133,37 @@ def test_a_dimensional_model_is_scored_by_ccc_against_pytorch_and_the_ratings(
         assert onnx["rated"]["ccc"][name] == pytest.approx(torch_["rated"]["ccc"][name], abs=1e-3)
     report = (tmp_path / "out" / "report.md").read_text()
     assert "Dimensions against the ratings" in report and re.search(r"CCC (0\.999\d|1\.0000)", report)
+
+
+def test_workers_in_groups_are_timed_against_the_reference_of_their_own_rounds(tmp_path):
+    """`timing.workers: 1`: the reference stays alive while the other configurations run one at a time, so
+    each one's speed-up is against the reference's samples from its own rounds, and the reference's record
+    holds every group's samples."""
+    suite = {
+        "name": "grouped",
+        "models": [{"model": "resnet18", "size": "tiny"}],
+        "backends": ["pytorch-eager", "onnxruntime-cpu"],
+        "precisions": ["fp32", "int8-dynamic"],
+        "batch_sizes": [1],
+        "durations": [0.5, 1],
+        "threads": [1],
+        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1, "workers": 1},
+    }
+    (tmp_path / "grouped.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_command, ["run", str(tmp_path / "grouped.yaml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    configs = json.loads((out / "results.json").read_text())["configs"]
+    reference = next(r for r in configs if r["reference"])
+    others = [r for r in configs if not r["reference"]]
+    assert len(others) == 3 and all(r["error"] is None for r in configs)
+    for index, ref_case in enumerate(reference["cases"]):
+        cases = [r["cases"][index] for r in others]
+        # one round: each live worker once, so the reference ran as often as the group's member, per group
+        assert all(len(c["reference_samples_s"]) == len(c["samples_s"]) for c in cases)
+        assert len(ref_case["samples_s"]) == sum(len(c["samples_s"]) for c in cases)
+        assert sorted(ref_case["samples_s"]) == sorted(s for c in cases for s in c["reference_samples_s"])
+        for case in cases:
+            expected = np.median(case["reference_samples_s"]) / np.median(case["samples_s"])
+            assert case["speedup"] == pytest.approx(expected)
+    assert all(r["memory"]["peak_rss_mib"] > 0 for r in configs)

@@ -22,6 +22,9 @@ class Case:
     seconds: float
     samples_s: tuple[float, ...]
     speedup: float | None = None  # the reference's median over this one's, same case
+    # The reference's samples from the rounds this one ran in, when a model's workers ran in groups
+    # (Timing.workers); None when every configuration shared the reference's rounds.
+    reference_samples_s: tuple[float, ...] | None = None
 
     @cached_property
     def summary(self) -> dict[str, float]:
@@ -37,7 +40,9 @@ class Case:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Case:
-        return cls(data["batch"], data["seconds"], tuple(data["samples_s"]), data.get("speedup"))
+        reference = data.get("reference_samples_s")
+        return cls(data["batch"], data["seconds"], tuple(data["samples_s"]), data.get("speedup"),
+                   None if reference is None else tuple(reference))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,8 @@ class Results:
 
 
 def speedups(configs: list[ConfigResult]) -> list[ConfigResult]:
-    """Each configuration with every case's speed-up over its reference (the same model and threads)."""
+    """Each configuration with every case's speed-up over its reference (the same model and threads): over
+    the reference's samples from the same rounds where the model's workers ran in groups."""
     references = {(c.model_key, c.threads): c for c in configs if c.reference}
     scored = []
     for config in configs:
@@ -184,7 +190,8 @@ def speedups(configs: list[ConfigResult]) -> list[ConfigResult]:
         cases = []
         for case in config.cases:
             ref = reference.case(case.batch, case.seconds) if reference else None
-            speedup = float(np.median(ref.samples_s) / np.median(case.samples_s)) if ref else None
+            ref_samples = case.reference_samples_s or (ref.samples_s if ref else None)
+            speedup = float(np.median(ref_samples) / np.median(case.samples_s)) if ref_samples else None
             cases.append(replace(case, speedup=speedup))
         scored.append(replace(config, cases=tuple(cases)))
     return scored

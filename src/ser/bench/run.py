@@ -252,36 +252,63 @@ class SuiteRun:
             self.progress.update(self.task, advance=steps, description=description)
 
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
-        """Export what the configurations need, start one worker each, time every case across them, then
-        read each worker's memory. A configuration that cannot run keeps its record with the reason."""
+        """Export what the configurations need, then start their workers and time every case across them,
+        reading each worker's memory before it closes. With `timing.workers`, the configurations run in
+        groups of that many, each group with the reference (kept alive throughout) in its rounds. A
+        configuration that cannot run keeps its record with the reason."""
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
         exports = self._export(model, [c for c in configs if c.needs_export and c.key not in missing])
         records = {c.key: _config_record(c) for c in configs}
-        workers: dict[str, Worker] = {}
+        runnable = []
+        for config in configs:
+            problem = missing.get(config.key)
+            if problem is None and config.needs_export:
+                records[config.key]["export"] = dict(exports[config.export_key])
+                problem = records[config.key]["export"].get("error")
+            if problem is not None:
+                records[config.key]["error"] = problem
+                self._advance(config.key, 1 + len(self.suite.cases()))
+            else:
+                runnable.append(config)
+        references = [c for c in runnable if c.is_reference]  # one per thread count
+        others = [c for c in runnable if not c.is_reference]
+        size = self.suite.timing.workers or len(others) or 1
+        groups = [others[i : i + size] for i in range(0, len(others), size)] or [[]]
+        grouped = len(groups) > 1
         with ExitStack() as cleanup:
-            for config in configs:
-                self._advance(f"{config.key}: starting", 0)
-                problem = missing.get(config.key)
-                if problem is None and config.needs_export:
-                    records[config.key]["export"] = dict(exports[config.export_key])
-                    problem = records[config.key]["export"].get("error")
-                if problem is not None:
-                    records[config.key]["error"] = problem
-                    self._advance(config.key, 1 + len(self.suite.cases()))
-                    continue
-                worker = self._start(config, records[config.key])
-                if worker is not None:
-                    cleanup.callback(worker.close)
-                    workers[config.key] = worker
-                self._advance(config.key)
-            for batch, seconds in self.suite.cases():
-                self._time_case(batch, seconds, workers, records)
-            for key, worker in workers.items():
-                try:
-                    records[key]["memory"] = worker.ask({"cmd": "memory"})
-                except WorkerError as error:
-                    records[key]["error"] = str(error)
+            kept = self._start_all(references, records, cleanup)
+            for group in groups:
+                with ExitStack() as group_cleanup:
+                    workers = kept | self._start_all(group, records, group_cleanup)
+                    shared = {records[key]["threads"]: key for key in kept} if grouped else None
+                    for batch, seconds in self.suite.cases():
+                        self._time_case(batch, seconds, workers, records, shared)
+                    self._read_memory({k: w for k, w in workers.items() if k not in kept}, records)
+                kept = {k: w for k, w in kept.items() if k in workers}  # a reference that died stays gone
+            self._read_memory(kept, records)
+        if grouped:  # the references' rounds were not counted with any group
+            self._advance("references", len(references) * len(self.suite.cases()))
         return list(records.values())
+
+    def _start_all(self, configs: list[Config], records: dict, cleanup: ExitStack) -> dict[str, Worker]:
+        """key → worker for each of `configs` that started, each closed by `cleanup`."""
+        workers = {}
+        for config in configs:
+            self._advance(f"{config.key}: starting", 0)
+            worker = self._start(config, records[config.key])
+            if worker is not None:
+                cleanup.callback(worker.close)
+                workers[config.key] = worker
+            self._advance(config.key)
+        return workers
+
+    @staticmethod
+    def _read_memory(workers: dict[str, Worker], records: dict) -> None:
+        for key, worker in workers.items():
+            try:
+                records[key]["memory"] = worker.ask({"cmd": "memory"})
+            except WorkerError as error:
+                records[key]["error"] = str(error)
 
     def _export(self, model: ModelEntry, configs: list[Config]) -> dict[tuple[str, str], dict[str, Any]]:
         """(precision, kind) → the export's record, each exported once for all the configurations that run it."""
@@ -336,7 +363,14 @@ class SuiteRun:
             self._advance(config.key, len(self.suite.cases()))
             return None
 
-    def _time_case(self, batch: int, seconds: float, workers: dict[str, Worker], records: dict) -> None:
+    def _time_case(
+        self, batch: int, seconds: float, workers: dict[str, Worker], records: dict,
+        references: dict[int, str] | None = None,
+    ) -> None:  # fmt: skip
+        """Time one case across `workers` in interleaved rounds, adding to each record's samples; with
+        `references` (threads → the reference's key, when the model's workers run in groups), each other
+        record keeps its reference's samples from these rounds for its speed-up. A worker that fails is
+        closed and dropped from `workers`."""
         timing = self.suite.timing
         case = {"cmd": "time", "batch": batch, "seconds": seconds}
         samples: dict[str, list[float]] = {key: [] for key in workers}
@@ -362,9 +396,19 @@ class SuiteRun:
                     samples[key].append(reply["s"])
             rounds += 1
         for key, values in samples.items():
-            if values:
-                records[key]["cases"].append({"batch": batch, "seconds": seconds, "samples_s": values})
-        self._advance(f"batch {batch} × {seconds:g} s: {rounds} rounds", len(samples))
+            if not values:
+                continue
+            cases = records[key]["cases"]
+            entry = next((c for c in cases if (c["batch"], c["seconds"]) == (batch, seconds)), None)
+            if entry is None:
+                entry = {"batch": batch, "seconds": seconds, "samples_s": []}
+                cases.append(entry)
+            entry["samples_s"] += values
+            reference = (references or {}).get(records[key]["threads"])
+            if reference is not None and key != reference and samples.get(reference):
+                entry["reference_samples_s"] = samples[reference]
+        counted = [key for key in samples if key not in (references or {}).values()]
+        self._advance(f"batch {batch} × {seconds:g} s: {rounds} rounds", len(counted))
 
 
 def score(records: list[dict[str, Any]], clips: list[dict[str, Any]]) -> list[ConfigResult]:
@@ -402,7 +446,7 @@ def _typed(record: dict[str, Any]) -> ConfigResult:
     cold, memory, logits = record.get("cold"), record.get("memory"), record.get("logits")
     return ConfigResult(
         **{key: value for key, value in record.items() if key not in ("cases", "labels", "cold", "memory", "logits")},
-        cases=tuple(Case(c["batch"], c["seconds"], tuple(c["samples_s"])) for c in record["cases"]),
+        cases=tuple(Case.from_json(c) for c in record["cases"]),
         labels=tuple(record.get("labels", ())),
         logits=None if logits is None else tuple(tuple(row) for row in logits),
         cold=None if cold is None else Cold(**cold),

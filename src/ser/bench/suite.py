@@ -64,6 +64,10 @@ class Timing:
     min_runs: int = 5
     max_runs: int = 50
     seconds: float = 10.0  # per batch × duration case, shared by all its configurations
+    # At most this many of a model's configurations alive at once, besides the reference (None: all): a large
+    # model's workers do not all fit in memory. Each group is timed in rounds with the reference, and its
+    # speed-ups are against the reference's samples from those same rounds.
+    workers: int | None = None
 
 
 @dataclass(frozen=True)
