@@ -59,6 +59,24 @@ def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkp
     assert per_channel, "Conv weights must be quantized"
     scales = [np.prod(initializers[d.input[1]].dims) for d in per_channel]
     assert max(scales) > 1, "weights must carry one scale per output channel"
+
+    # a MatMul answers in float: no pair after it; a float reader (the residual Add, the SkipLayerNorm) of a
+    # tensor quantized for a MatMul reads the tensor itself, not its 8-bit copy; a conv's own output stays 8-bit
+    def dequantized(tensor):  # the DequantizeLinear that gives `tensor`, if any
+        node = producers.get(tensor)
+        return node if node is not None and node.op_type == "DequantizeLinear" else None
+
+    quantized = {n.name for n in graph.node if n.op_type in ("MatMul", "Gemm", "Conv") and dequantized(n.input[1])}
+    quantizes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    assert not [q for q in quantizes if getattr(producers.get(q.input[0]), "op_type", None) in ("MatMul", "Gemm")]
+    for node in graph.node:
+        if node.name in quantized or node.op_type == "QuantizeLinear":
+            continue
+        for tensor in node.input:
+            dequantize = dequantized(tensor)
+            if dequantize is not None and dequantize.input[0] not in initializers:
+                source = producers.get(producers[dequantize.input[0]].input[0])
+                assert source is not None and source.name in quantized and source.op_type == "Conv", node.name
     q = bundle.manifest.quantization
     assert bundle.manifest.precision == "int8-static"
     assert q["method"] == "minmax" and q["calibration"]["clips"] == 20 and q["fp32_nodes"] == []

@@ -5,7 +5,8 @@ Modes (model path in, model path out):
   Conv stays FP32 because ONNX Runtime's ConvInteger is slower than its FP32 Conv.
 - static: QDQ graph with per-channel INT8 weights and UINT8 activations (the CPU's VNNI layout) for
   MatMul, Gemm and Conv, so the convolutional feature encoder runs in INT8 too (all but its first conv,
-  which reads the waveform: see `quantizable_nodes`). Activation ranges
+  which reads the waveform: see `quantizable_nodes`). MatMul outputs stay float, and every float reader of
+  an activation quantized for a MatMul reads the float tensor (`float_consumers_read_float`). Activation ranges
   come from real audio (minmax, entropy or percentile) and are cached, so re-quantizing with other
   nodes excluded does not re-calibrate.
 
@@ -129,18 +130,75 @@ class Quantizer:
         assert self.calibration is not None
         histogram = self.options.method != "minmax"
         reader = None if self._cache.is_file() else self.calibration.onnxruntime_reader(self.on_feed, histogram)
+        symmetric = self.options.symmetric
         quantize_static(
             self.float_path,
             out,
             reader,
             quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8 if self.options.symmetric else QuantType.QUInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=METHODS[self.options.method],
             calibration_cache_path=self._cache,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True} if self.options.symmetric else None,
+            # CPU engines: a MatMul answers in float (ONNX Runtime's MatMulIntegerToFloat, OpenVINO's
+            # FullyConnected), so quantizing its output only adds a rounding and a Q/DQ pair before the bias
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}
+            if symmetric
+            else {"OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"]},
             **common,
         )
+        if not symmetric:
+            qdq = onnx.load(str(out))
+            if float_consumers_read_float(qdq, set(nodes)):
+                save_model(qdq, out)
+
+
+def float_consumers_read_float(qdq: onnx.ModelProto, quantized: set[str]) -> int:
+    """Rewire, in place, every node of `qdq` that is not in `quantized` but reads an activation through a
+    quantize/dequantize pair to read the float tensor itself, and drop the pairs left unread. Returns how
+    many inputs it rewired.
+
+    ONNX Runtime's quantizer gives a tensor one pair shared by all its readers, so the residual Add beside
+    the Q/K/V MatMuls (and a Reshape, a LayerNorm) reads the 8-bit copy: a rounding the model never had, and
+    a dequantize over the residual stream that the CPU engines compute in float on every call (OpenVINO in
+    a reference kernel). A pair after a quantized node (a conv's output) stays: it is that node's output."""
+    producers = {out: node for node in qdq.graph.node for out in node.output}
+    rewired = 0
+    for node in qdq.graph.node:
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        for index, tensor in enumerate(node.input):
+            dequantize = producers.get(tensor)
+            if dequantize is None or dequantize.op_type != "DequantizeLinear":
+                continue
+            quantize = producers.get(dequantize.input[0])
+            if quantize is None or quantize.op_type != "QuantizeLinear":
+                continue  # a weight's dequantize
+            source = producers.get(quantize.input[0])
+            if source is not None and source.name in quantized:
+                continue  # a quantized node's own output
+            node.input[index] = quantize.input[0]
+            rewired += 1
+    if rewired:
+        _drop_unread(qdq)
+    return rewired
+
+
+def _drop_unread(model: onnx.ModelProto) -> None:
+    """Remove quantize/dequantize nodes whose outputs nothing reads, and the initializers left unused."""
+    outputs = {o.name for o in model.graph.output}
+    while True:
+        read = {tensor for node in model.graph.node for tensor in node.input} | outputs
+        dead = [n for n in model.graph.node
+                if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & read]  # fmt: skip
+        if not dead:
+            break
+        for node in dead:
+            model.graph.node.remove(node)
+    read = {tensor for node in model.graph.node for tensor in node.input}
+    unused = [init for init in model.graph.initializer if init.name not in read]
+    for init in unused:
+        model.graph.initializer.remove(init)
 
 
 def _session(model: onnx.ModelProto | Path):
