@@ -206,9 +206,11 @@ class _Service:
         for start in range(0, len(clips), settings.max_batch):
             chunk = clips[start : start + settings.max_batch]
             try:
-                answers += await asyncio.wait_for(
-                    asyncio.gather(*(batcher.submit(c) for c in chunk)), settings.timeout_s
-                )
+                async with asyncio.timeout(settings.timeout_s):  # on the request's own task: none created
+                    if len(chunk) == 1:
+                        answers.append(await batcher.submit(chunk[0]))
+                    else:
+                        answers += await asyncio.gather(*(batcher.submit(c) for c in chunk))
             except QueueFullError as e:
                 raise ApiError(503, str(e)) from None
             except AudioError as e:  # the model's answer for this clip was not finite
@@ -402,7 +404,8 @@ async def _read_samples(request: Request, settings: ServeSettings, max_seconds: 
 async def _read_upload(request: Request, settings: ServeSettings) -> tuple[bytes, str]:
     """The uploaded file's bytes and name; the body must arrive within `body_timeout_s` (408)."""
     try:
-        return await asyncio.wait_for(_read_body(request, settings), settings.body_timeout_s)
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await _read_body(request, settings)
     except TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
 
@@ -468,7 +471,8 @@ async def _read_raw(request: Request, settings: ServeSettings) -> bytes:
     """The whole body, within the upload limit and the body deadline."""
     limit = int(settings.max_upload_mb * 1024 * 1024)
     try:
-        return await asyncio.wait_for(_stream(request, limit), settings.body_timeout_s)
+        async with asyncio.timeout(settings.body_timeout_s):
+            return await _stream(request, limit)
     except TimeoutError:
         raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
 
