@@ -56,3 +56,34 @@ def test_terminal_table_lists_rows_and_failures(make_results):
     text = console.export_text()
     assert text.count("int8-dynamic") == 4 + 2 and "failed" in text  # four timed cases; the CUDA row and its error
     assert "wavlm:tiny/onnxruntime-cuda/fp32/t2: BackendError: no CUDAExecutionProvider" in text
+
+
+def test_ser_is_set_against_its_fastest_peer_only_where_its_gate_vouches_for_the_engine():
+    """openvino-cpu INT8 is the fastest of ser's rows but its gate never ran on OpenVINO: ser's row is then
+    the ONNX Runtime one, and the ratio is over the fastest peer (OpenVINO's own INT8 beats PyTorch's)."""
+    from ser.bench.report import against_peers, markdown
+    from ser.bench.results import Case, ConfigResult, speedups
+
+    def config(backend, precision, ms, gate=None, reference=False):
+        return ConfigResult(
+            key=f"wavlm:base/{backend}/{precision}/t2", model_key="wavlm:base", model="wavlm", size="base",
+            checkpoint=None, backend=backend, precision=precision, threads=2, device="cpu", reference=reference,
+            cases=(Case(1, 4.0, tuple(ms / 1000 * f for f in (0.99, 1.0, 1.01))),),
+            export=None if gate is None else {"gate_backends": gate, "max_abs_logit_error": 0.1},
+        )  # fmt: skip
+
+    configs = speedups([
+        config("pytorch-eager", "fp32", 400, reference=True),
+        config("onnxruntime-cpu", "int8-static", 80, gate=["onnxruntime-cpu"]),
+        config("openvino-cpu", "int8-static", 60, gate=["onnxruntime-cpu"]),
+        config("openvino", "int8-static", 100),
+        config("pytorch-eager", "int8-dynamic", 200),
+    ])  # fmt: skip
+    results = Results(suite={}, environment={}, started="", wall_s=0.0, clips=(), configs=tuple(configs))
+    (row,) = against_peers(results)
+    assert (row["ser"].backend, row["peer"].backend) == ("onnxruntime-cpu", "openvino")
+    assert row["ser_speedup"] == 5.0 and row["peer_speedup"] == 4.0 and row["ratio"] == 1.25
+    suite = {"name": "x", "description": "", "timing": {"warmup": 1, "min_runs": 1, "max_runs": 1, "seconds": 1}}
+    env = {"cpu": {"model": "cpu", "cores": 2, "flags": []}, "gpus": [], "memory_gib": 1, "versions": {}}
+    report = markdown(replace(results, suite=suite, environment=env), [])
+    assert "ser at or ahead in 1 of 1 cases" in report and "gate passed (onnxruntime-cpu)" in report

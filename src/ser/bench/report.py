@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ser.bench.results import Results
+from ser.bench.results import ConfigResult, Results
 from ser.metrics import Agreement
 from ser.staging import write_atomic
 
@@ -120,7 +120,9 @@ def markdown(results: Results, plots: list[Path]) -> str:
         for r in table
         if r["batch"] is not None
     ]  # fmt: skip
-    lines += [*_table(header, body), "", "## Accuracy, cold start, memory and size", ""]
+    lines += _table(header, body)
+    lines += _against_peers(results)
+    lines += ["", "## Accuracy, cold start, memory and size", ""]
     lines += [
         "Accuracy and macro-F1 against the labels; agreement and logit errors against PyTorch eager FP32 on the "
         "same clips (a dimensional model: the lowest CCC of its dimensions, and errors of its values). Cold start: "
@@ -169,6 +171,72 @@ def markdown(results: Results, plots: list[Path]) -> str:
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots]
     return "\n".join(lines) + "\n"
+
+
+def is_peer(config: ConfigResult) -> bool:
+    """What a user would run instead of ser: OpenVINO's own conversion, PyTorch's dynamic INT8 or compile."""
+    return config.backend == "openvino" or (config.backend.startswith("pytorch") and not config.reference)
+
+
+def verdict(config: ConfigResult) -> tuple[bool, str]:
+    """Whether ser vouches for this configuration's answers, and why: an INT8 bundle's gate names the CPU
+    engines it passed on; an FP32 or FP16 bundle was validated against PyTorch at export."""
+    export = config.export or {}
+    if config.precision.startswith("int8"):
+        judged = export.get("gate_backends") or []
+        passed = config.backend in judged
+        judged_on = ", ".join(judged) or "no engine"
+        return passed, f"gate passed ({judged_on})" if passed else f"gate not run on it ({judged_on})"
+    validated = export.get("max_abs_logit_error") is not None
+    return validated, "validated at export" if validated else "not validated"
+
+
+def against_peers(results: Results) -> list[dict[str, Any]]:
+    """Per model and case: ser's fastest verified configuration (`verdict`) and the fastest peer, by speed-up
+    over the same reference, with their ratio (above 1: ser ahead)."""
+    table = []
+    ran = [c for c in results.configs if c.cases and not c.reference and not c.error]
+    for model in dict.fromkeys(c.model_key for c in ran):
+        mine = [c for c in ran if c.model_key == model and not is_peer(c) and verdict(c)[0]]
+        peers = [c for c in ran if c.model_key == model and is_peer(c)]
+        for case in dict.fromkeys((k.batch, k.seconds) for c in mine + peers for k in c.cases):
+
+            def fastest(configs: list[ConfigResult], case=case) -> tuple[ConfigResult, float] | None:
+                timed = [(c, k.speedup) for c in configs if (k := c.case(*case)) is not None and k.speedup]
+                return max(timed, key=lambda pair: pair[1], default=None)
+
+            best, peer = fastest(mine), fastest(peers)
+            if best is None or peer is None:
+                continue
+            table.append({"model": model, "batch": case[0], "seconds": case[1], "ser": best[0],
+                          "ser_speedup": best[1], "peer": peer[0], "peer_speedup": peer[1],
+                          "ratio": best[1] / peer[1]})  # fmt: skip
+    return table
+
+
+def _against_peers(results: Results) -> list[str]:
+    table = against_peers(results)
+    if not table:
+        return []
+    ahead = sum(row["ratio"] >= 1 for row in table)
+    header = ["model", "batch", "clip s", "ser's fastest", "speed-up", "its verdict", "fastest peer", "speed-up",
+              "ser / peer"]  # fmt: skip
+    body = [
+        [r["model"], str(r["batch"]), f"{r['seconds']:g}", f"{r['ser'].backend} {r['ser'].precision}",
+         f"{r['ser_speedup']:.2f}x", verdict(r["ser"])[1], f"{r['peer'].backend} {r['peer'].precision}",
+         f"{r['peer_speedup']:.2f}x", f"**{r['ratio']:.2f}**" if r["ratio"] >= 1 else f"{r['ratio']:.2f}"]
+        for r in table
+    ]  # fmt: skip
+    return [
+        "",
+        "## ser against the peers",
+        "",
+        f"ser's fastest verified configuration (either engine, any precision; INT8 only on an engine its gate "
+        f"passed it on) against the fastest peer, each by its speed-up over the same PyTorch reference: ser at or "
+        f"ahead in {ahead} of {len(table)} cases.",
+        "",
+        *_table(header, body),
+    ]
 
 
 def print_table(results: Results, console=None) -> None:
