@@ -1,15 +1,18 @@
-"""Which INT8 graph OpenVINO should run for a ser bundle: the QDQ graph ser writes (after ONNX Runtime's
-fusions), the same QDQ without them, or an IR quantized by NNCF — side by side, with ONNX Runtime beside.
+"""Which INT8 graph a CPU engine should run for a ser bundle: graphs written different ways (the QDQ graph
+ser ships, after ONNX Runtime's fusions; the same without them; an earlier way of quantizing), each on
+OpenVINO and on ONNX Runtime, beside an IR quantized by NNCF.
 
-    python benchmarks/openvino_graphs.py --optimized BUNDLE --plain BUNDLE [--nncf IR_FOLDER]
-        [--rounds 10] [--threads 2] [--out FILE.json]
+    python benchmarks/openvino_graphs.py --bundle LABEL=BUNDLE [--bundle LABEL=BUNDLE ...]
+        [--nncf IR_FOLDER] [--rounds 10] [--threads 2] [--out FILE.json]
 
-`--optimized`: `ser-export --int8 static` (the bundle as shipped); `--plain`: the same with
+Each `--bundle` is a ser bundle folder under a label: `ser-export --int8 static` (as shipped), with
 `--no-optimize` (standard ONNX operators only, nothing of ONNX Runtime's contrib set for OpenVINO's
-frontend to decompose); `--nncf`: an IR folder from ser.bench.peers.export_openvino (NNCF's own
-placement of the quantizers, on OpenVINO's conversion of the checkpoint). Every backend is loaded at
-once and timed in interleaved rounds (a warm-up of two calls per case first) on 4 s clips of synthetic
-speech at batch 1 and 4; p50 in ms. Speed only: with random weights the answers say nothing.
+frontend to decompose), or from another commit. `--nncf`: an IR folder from
+ser.bench.peers.export_openvino (NNCF's own placement of the quantizers, on OpenVINO's conversion of the
+checkpoint). Every backend is loaded at once and timed in interleaved rounds (two warm-up calls per case
+first, a 50 ms pause before each call as in ser-bench, so one engine's spinning threads do not slow the
+next) on 4 s clips of synthetic speech at batch 1 and 4; p50 in ms. Speed only: with random weights the
+answers say nothing.
 """
 
 from __future__ import annotations
@@ -34,15 +37,15 @@ SAMPLES = 4 * 16_000
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--optimized", type=Path, required=True)
-    parser.add_argument("--plain", type=Path, required=True)
+    parser.add_argument("--bundle", action="append", required=True, metavar="LABEL=BUNDLE")
     parser.add_argument("--nncf", type=Path)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    bundles = dict(item.split("=", 1) for item in args.bundle)
     backends = {}
-    for name, folder in (("optimized", args.optimized), ("plain", args.plain)):
+    for name, folder in bundles.items():
         bundle = Bundle.load(folder)
         backends[f"openvino-cpu, ser QDQ {name}"] = OpenVinoBackend(
             bundle.onnx_path, bundle.manifest.inputs, args.threads
@@ -65,12 +68,13 @@ def main() -> None:
         keys = list(backends)
         for round_ in range(args.rounds):
             for key in keys[round_ % len(keys) :] + keys[: round_ % len(keys)]:
+                time.sleep(0.05)
                 started = time.perf_counter()
                 backends[key].infer(feeds)
                 samples[key].append(time.perf_counter() - started)
         for key, values in samples.items():
             p50_ms[key][f"{batch} x 4 s"] = round(1000 * statistics.median(values), 1)
-    inputs = {"optimized": str(args.optimized), "plain": str(args.plain), "nncf": str(args.nncf)}
+    inputs = {**bundles, "nncf": str(args.nncf)}
     report = {"machine": cpu_info(), "threads": args.threads, "rounds": args.rounds, "p50_ms": p50_ms, "inputs": inputs}
     print("| engine, graph | 1 × 4 s | 4 × 4 s |")
     print("|---|---:|---:|")
