@@ -3,7 +3,7 @@ ser ships, after ONNX Runtime's fusions; the same without them; an earlier way o
 OpenVINO and on ONNX Runtime, beside an IR quantized by NNCF.
 
     python benchmarks/openvino_graphs.py --bundle LABEL=BUNDLE [--bundle LABEL=BUNDLE ...]
-        [--nncf IR_FOLDER] [--rounds 10] [--threads 2] [--out FILE.json]
+        [--nncf IR_FOLDER] [--rounds 10] [--threads 2] [--profile N] [--out FILE.json]
 
 Each `--bundle` is a ser bundle folder under a label: `ser-export --int8 static` (as shipped), with
 `--no-optimize` (standard ONNX operators only, nothing of ONNX Runtime's contrib set for OpenVINO's
@@ -12,7 +12,9 @@ ser.bench.peers.export_openvino (NNCF's own placement of the quantizers, on Open
 checkpoint). Every backend is loaded at once and timed in interleaved rounds (two warm-up calls per case
 first, a 50 ms pause before each call as in ser-bench, so one engine's spinning threads do not slow the
 next) on 4 s clips of synthetic speech at batch 1 and 4; p50 in ms. Speed only: with random weights the
-answers say nothing.
+answers say nothing. `--profile N` then compiles each OpenVINO graph again with per-node counters and sums,
+over N calls at batch 4 × 4 s, the time of each kind of node (its type and the kernel OpenVINO chose), so two
+graphs can be compared where their time goes.
 """
 
 from __future__ import annotations
@@ -26,13 +28,29 @@ from pathlib import Path
 import numpy as np
 
 from ser.bench.environment import cpu_info
+from ser.bench.peers import IR_NAME
 from ser.bench.peers import OpenVinoBackend as NncfIr
 from ser.bundle import Bundle
 from ser.data.signals import synthetic_voice
 from ser.runtime.onnxrt import OnnxRuntimeBackend
-from ser.runtime.openvino import OpenVinoBackend
+from ser.runtime.openvino import OpenVinoBackend, compile_for_cpu
 
 SAMPLES = 4 * 16_000
+
+
+def node_times_ms(model: Path, threads: int, feeds: dict[str, np.ndarray], calls: int) -> dict[str, float]:
+    """Milliseconds per call spent in each kind of node ("type/kernel"), summed over the graph, largest first."""
+    compiled = compile_for_cpu(model, threads, perf_count=True)
+    request = compiled.create_infer_request()
+    inputs = [feeds["audio"], feeds["lengths"]]
+    request.infer(inputs)
+    totals: dict[str, float] = {}
+    for _ in range(calls):
+        request.infer(inputs)
+        for node in request.profiling_info:
+            key = f"{node.node_type}/{node.exec_type}"
+            totals[key] = totals.get(key, 0.0) + node.real_time.total_seconds() * 1000 / calls
+    return {key: round(ms, 2) for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]) if ms >= 0.01}
 
 
 def main() -> None:
@@ -41,6 +59,7 @@ def main() -> None:
     parser.add_argument("--nncf", type=Path)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     bundles = dict(item.split("=", 1) for item in args.bundle)
@@ -80,6 +99,21 @@ def main() -> None:
     print("|---|---:|---:|")
     for key, cells in p50_ms.items():
         print(f"| {key} | {cells['1 x 4 s']} ms | {cells['4 x 4 s']} ms |")
+    if args.profile:
+        for backend in backends.values():
+            backend.deactivate()
+        graphs = {f"ser QDQ {name}": Bundle.load(folder).onnx_path for name, folder in bundles.items()}
+        if args.nncf:
+            graphs["NNCF IR"] = args.nncf / IR_NAME
+        profile = {label: node_times_ms(path, args.threads, feeds, args.profile) for label, path in graphs.items()}
+        report["profile_4x4s_ms_per_call"] = profile
+        kinds = {k for times in profile.values() for k in times}
+        kinds = sorted(kinds, key=lambda k: -max(t.get(k, 0) for t in profile.values()))
+        print("\n| node type/kernel (ms per call, 4 × 4 s) | " + " | ".join(profile) + " |")
+        print("|---|" + "---:|" * len(profile))
+        for kind in kinds[:40]:
+            print(f"| {kind} | " + " | ".join(f"{times.get(kind, 0):.1f}" for times in profile.values()) + " |")
+        print("| total | " + " | ".join(f"{sum(times.values()):.1f}" for times in profile.values()) + " |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

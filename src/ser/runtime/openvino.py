@@ -27,13 +27,16 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def compile_for_cpu(model: str | Path, threads: int | None) -> Any:
-    """`model` (ONNX or OpenVINO IR) compiled for this CPU: f32 pinned, latency hint, `threads` threads."""
+def compile_for_cpu(model: str | Path, threads: int | None, perf_count: bool = False) -> Any:
+    """`model` (ONNX or OpenVINO IR) compiled for this CPU: f32 pinned, latency hint, `threads` threads;
+    `perf_count` keeps per-node timings (for profiling; it costs a little on every call)."""
     import openvino as ov
 
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = threads
+    if perf_count:
+        config["PERF_COUNT"] = True
     return ov.Core().compile_model(str(model), "CPU", config)
 
 
