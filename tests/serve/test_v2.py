@@ -92,6 +92,24 @@ def test_bad_requests_get_the_protocols_error_form(service):
     assert ok.as_numpy("SCORES").shape == (1, 7)
 
 
+def test_the_infer_route_answers_only_its_own_path_and_method(service):
+    """The infer route is answered ahead of FastAPI: other methods, look-alike paths and the schema still hold."""
+    with service() as client:
+        get = client.get("/v2/models/wavlm/infer")
+        paths = ("/v2/models//infer", "/v2/models/a/b/infer", "/v2/models/wavlm/infer/", "/v2/models/wavlm")
+        lookalikes = [client.post(path, content=b"{}") for path in paths]
+        metadata = client.get("/v2/models/wavlm")
+        schema = client.get("/openapi.json").json()
+        metrics = client.get("/metrics").text
+    assert get.status_code == 405 and get.headers["allow"] == "POST" and "POST" in get.json()["error"]
+    assert [r.status_code for r in lookalikes] == [404, 404, 404, 405]  # FastAPI's own answers
+    assert metadata.status_code == 200 and metadata.json()["name"] == "wavlm"
+    operation = schema["paths"]["/v2/models/{name}/infer"]["post"]
+    assert "AUDIO_FILE" in operation["description"] and "400" in operation["responses"]
+    assert {"/v2/models/{name}", "/v1/predict"} <= set(schema["paths"])
+    assert 'ser_requests_total{endpoint="/v2/models/{name}/infer",status="405"} 1.0' in metrics
+
+
 def test_a_dimensional_bundle_answers_a_dimensions_tensor(dimensional_bundle):
     from ser.serve import ServeSettings
     from tests.serve.conftest import running_service
