@@ -3,7 +3,7 @@ ser ships, after ONNX Runtime's fusions; the same without them; an earlier way o
 OpenVINO and on ONNX Runtime, beside an IR quantized by NNCF.
 
     python benchmarks/openvino_graphs.py --bundle LABEL=BUNDLE [--bundle LABEL=BUNDLE ...]
-        [--nncf IR_FOLDER] [--rounds 10] [--threads 2] [--profile N] [--out FILE.json]
+        [--nncf IR_FOLDER] [--rounds 10] [--threads 2] [--seconds S ...] [--profile N] [--out FILE.json]
 
 Each `--bundle` is a ser bundle folder under a label: `ser-export --int8 static` (as shipped), with
 `--no-optimize` (standard ONNX operators only, nothing of ONNX Runtime's contrib set for OpenVINO's
@@ -11,10 +11,10 @@ frontend to decompose), or from another commit. `--nncf`: an IR folder from
 ser.bench.peers.export_openvino (NNCF's own placement of the quantizers, on OpenVINO's conversion of the
 checkpoint). Every backend is loaded at once and timed in interleaved rounds (two warm-up calls per case
 first, a 50 ms pause before each call as in ser-bench, so one engine's spinning threads do not slow the
-next) on 4 s clips of synthetic speech at batch 1 and 4; p50 in ms. Speed only: with random weights the
-answers say nothing. `--profile N` then compiles each OpenVINO graph again with per-node counters and sums,
-over N calls at batch 4 × 4 s, the time of each kind of node (its type and the kernel OpenVINO chose), so two
-graphs can be compared where their time goes.
+next) on clips of synthetic speech (`--seconds`, default 4) at batch 1 and 4; p50 in ms. Speed only: with
+random weights the answers say nothing. `--profile N` then compiles each OpenVINO graph again with per-node
+counters and sums, over N calls at batch 4 × 4 s, the time of each kind of node (its type and the kernel
+OpenVINO chose), so two graphs can be compared where their time goes.
 """
 
 from __future__ import annotations
@@ -35,7 +35,13 @@ from ser.data.signals import synthetic_voice
 from ser.runtime.onnxrt import OnnxRuntimeBackend
 from ser.runtime.openvino import OpenVinoBackend, compile_for_cpu
 
-SAMPLES = 4 * 16_000
+SAMPLE_RATE = 16_000
+
+
+def feeds_for(batch: int, seconds: float) -> dict[str, np.ndarray]:
+    samples = int(seconds * SAMPLE_RATE)
+    audio = np.stack([synthetic_voice(samples, seed=i) for i in range(batch)]).astype(np.float32)
+    return {"audio": audio, "lengths": np.full(batch, samples, dtype=np.int64)}
 
 
 def node_times_ms(model: Path, threads: int, feeds: dict[str, np.ndarray], calls: int) -> dict[str, float]:
@@ -59,6 +65,7 @@ def main() -> None:
     parser.add_argument("--nncf", type=Path)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seconds", type=float, action="append", help="clip length (repeatable; default 4)")
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -77,9 +84,9 @@ def main() -> None:
     for backend in backends.values():
         backend.activate()
     p50_ms: dict[str, dict[str, float]] = {key: {} for key in backends}
-    for batch in (1, 4):
-        audio = np.stack([synthetic_voice(SAMPLES, seed=i) for i in range(batch)]).astype(np.float32)
-        feeds = {"audio": audio, "lengths": np.full(batch, SAMPLES, dtype=np.int64)}
+    cases = [(batch, seconds) for seconds in args.seconds or [4.0] for batch in (1, 4)]
+    for batch, seconds in cases:
+        feeds = feeds_for(batch, seconds)
         samples: dict[str, list[float]] = {key: [] for key in backends}
         for backend in backends.values():
             backend.infer(feeds)
@@ -92,19 +99,20 @@ def main() -> None:
                 backends[key].infer(feeds)
                 samples[key].append(time.perf_counter() - started)
         for key, values in samples.items():
-            p50_ms[key][f"{batch} x 4 s"] = round(1000 * statistics.median(values), 1)
+            p50_ms[key][f"{batch} x {seconds:g} s"] = round(1000 * statistics.median(values), 1)
     inputs = {**bundles, "nncf": str(args.nncf)}
     report = {"machine": cpu_info(), "threads": args.threads, "rounds": args.rounds, "p50_ms": p50_ms, "inputs": inputs}
-    print("| engine, graph | 1 × 4 s | 4 × 4 s |")
-    print("|---|---:|---:|")
+    print("| engine, graph | " + " | ".join(f"{b} × {s:g} s" for b, s in cases) + " |")
+    print("|---|" + "---:|" * len(cases))
     for key, cells in p50_ms.items():
-        print(f"| {key} | {cells['1 x 4 s']} ms | {cells['4 x 4 s']} ms |")
+        print(f"| {key} | " + " | ".join(f"{ms} ms" for ms in cells.values()) + " |")
     if args.profile:
         for backend in backends.values():
             backend.deactivate()
         graphs = {f"ser QDQ {name}": Bundle.load(folder).onnx_path for name, folder in bundles.items()}
         if args.nncf:
             graphs["NNCF IR"] = args.nncf / IR_NAME
+        feeds = feeds_for(4, 4.0)
         profile = {label: node_times_ms(path, args.threads, feeds, args.profile) for label, path in graphs.items()}
         report["profile_4x4s_ms_per_call"] = profile
         kinds = {k for times in profile.values() for k in times}
