@@ -167,3 +167,28 @@ def test_workers_in_groups_are_timed_against_the_reference_of_their_own_rounds(t
             expected = np.median(case["reference_samples_s"]) / np.median(case["samples_s"])
             assert case["speedup"] == pytest.approx(expected)
     assert all(r["memory"]["peak_rss_mib"] > 0 for r in configs)
+
+
+def test_grouped_rows_of_one_precision_share_their_rounds(tmp_path):
+    """`timing.workers: 2` over three rows: the two INT8 rows (ser's and the PyTorch peer's) are timed in one
+    group, so the report compares them over the same reference samples; the FP32 row runs apart."""
+    suite = {
+        "name": "by-precision",
+        "models": [{"model": "resnet18", "size": "tiny"}],
+        "backends": ["pytorch-eager", "onnxruntime-cpu"],
+        "precisions": ["fp32", "int8-dynamic"],
+        "batch_sizes": [1],
+        "durations": [0.5],
+        "threads": [1],
+        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1, "workers": 2},
+    }
+    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
+    out = tmp_path / "out"
+    result = CliRunner().invoke(bench_command, ["run", str(tmp_path / "suite.yaml"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    configs = json.loads((out / "results.json").read_text())["configs"]
+    rows = {(r["backend"], r["precision"]): r["cases"][0] for r in configs}
+    peer, ser = rows["pytorch-eager", "int8-dynamic"], rows["onnxruntime-cpu", "int8-dynamic"]
+    fp32 = rows["onnxruntime-cpu", "fp32"]
+    assert peer["reference_samples_s"] == ser["reference_samples_s"]
+    assert not set(fp32["reference_samples_s"]) & set(ser["reference_samples_s"])

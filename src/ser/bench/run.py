@@ -30,7 +30,7 @@ import numpy as np
 from ser.answer import DIMENSIONS
 from ser.bench.environment import environment
 from ser.bench.results import Accuracy, Case, Cold, ConfigResult, Memory, Results, speedups
-from ser.bench.suite import Config, ModelEntry, Suite
+from ser.bench.suite import PRECISIONS, Config, ModelEntry, Suite
 from ser.labels import truth_indices
 from ser.metrics import Agreement, classification_metrics, regression_metrics
 from ser.staging import StagedFolder
@@ -254,8 +254,8 @@ class SuiteRun:
     def _run_model(self, model: ModelEntry, configs: list[Config]) -> list[dict[str, Any]]:
         """Export what the configurations need, then start their workers and time every case across them,
         reading each worker's memory before it closes. With `timing.workers`, the configurations run in
-        groups of that many, each group with the reference (kept alive throughout) in its rounds. A
-        configuration that cannot run keeps its record with the reason."""
+        groups of that many (by precision), each group with the reference (kept alive throughout) in its
+        rounds. A configuration that cannot run keeps its record with the reason."""
         missing = {c.key: reason for c in configs if (reason := unavailable(c))}
         exports = self._export(model, [c for c in configs if c.needs_export and c.key not in missing])
         records = {c.key: _config_record(c) for c in configs}
@@ -271,7 +271,9 @@ class SuiteRun:
             else:
                 runnable.append(config)
         references = [c for c in runnable if c.is_reference]  # one per thread count
-        others = [c for c in runnable if not c.is_reference]
+        # In groups, rows of one precision go together, fastest precision first: ser's INT8 bundles and the
+        # peers the report judges them against then share rounds, and so the same reference samples.
+        others = sorted((c for c in runnable if not c.is_reference), key=lambda c: -PRECISIONS.index(c.precision))
         size = self.suite.timing.workers or len(others) or 1
         groups = [others[i : i + size] for i in range(0, len(others), size)] or [[]]
         grouped = len(groups) > 1
