@@ -271,7 +271,7 @@ class SuiteRun:
             else:
                 runnable.append(config)
         references = [c for c in runnable if c.is_reference]  # one per thread count
-        # In groups, rows of one precision go together, fastest precision first: ser's INT8 bundles and the
+        # In groups, rows of one precision go together, static INT8 first: ser's INT8 bundles and the
         # peers the report judges them against then share rounds, and so the same reference samples.
         others = sorted((c for c in runnable if not c.is_reference), key=lambda c: -PRECISIONS.index(c.precision))
         size = self.suite.timing.workers or len(others) or 1
