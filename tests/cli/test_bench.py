@@ -135,25 +135,31 @@ def test_a_dimensional_model_is_scored_by_ccc_against_pytorch_and_the_ratings(
     assert "Dimensions against the ratings" in report and re.search(r"CCC (0\.999\d|1\.0000)", report)
 
 
-def test_workers_in_groups_are_timed_against_the_reference_of_their_own_rounds(tmp_path):
-    """`timing.workers: 1`: the reference stays alive while the other configurations run one at a time, so
-    each one's speed-up is against the reference's samples from its own rounds, and the reference's record
-    holds every group's samples."""
+def _run_grouped(tmp_path, workers: int, durations: list[float]) -> list[dict]:
+    """A tiny ResNet18 suite (PyTorch and ONNX Runtime, FP32 and dynamic INT8) run with `timing.workers`;
+    the configurations of its results.json."""
     suite = {
         "name": "grouped",
         "models": [{"model": "resnet18", "size": "tiny"}],
         "backends": ["pytorch-eager", "onnxruntime-cpu"],
         "precisions": ["fp32", "int8-dynamic"],
         "batch_sizes": [1],
-        "durations": [0.5, 1],
+        "durations": durations,
         "threads": [1],
-        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1, "workers": 1},
+        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1, "workers": workers},
     }
     (tmp_path / "grouped.yaml").write_text(yaml.safe_dump(suite))
     out = tmp_path / "out"
     result = CliRunner().invoke(bench_command, ["run", str(tmp_path / "grouped.yaml"), "--out", str(out)])
     assert result.exit_code == 0, result.output
-    configs = json.loads((out / "results.json").read_text())["configs"]
+    return json.loads((out / "results.json").read_text())["configs"]
+
+
+def test_workers_in_groups_are_timed_against_the_reference_of_their_own_rounds(tmp_path):
+    """`timing.workers: 1`: the reference stays alive while the other configurations run one at a time, so
+    each one's speed-up is against the reference's samples from its own rounds, and the reference's record
+    holds every group's samples."""
+    configs = _run_grouped(tmp_path, workers=1, durations=[0.5, 1])
     reference = next(r for r in configs if r["reference"])
     others = [r for r in configs if not r["reference"]]
     assert len(others) == 3 and all(r["error"] is None for r in configs)
@@ -172,21 +178,7 @@ def test_workers_in_groups_are_timed_against_the_reference_of_their_own_rounds(t
 def test_grouped_rows_of_one_precision_share_their_rounds(tmp_path):
     """`timing.workers: 2` over three rows: the two INT8 rows (ser's and the PyTorch peer's) are timed in one
     group, so the report compares them over the same reference samples; the FP32 row runs apart."""
-    suite = {
-        "name": "by-precision",
-        "models": [{"model": "resnet18", "size": "tiny"}],
-        "backends": ["pytorch-eager", "onnxruntime-cpu"],
-        "precisions": ["fp32", "int8-dynamic"],
-        "batch_sizes": [1],
-        "durations": [0.5],
-        "threads": [1],
-        "timing": {"warmup": 1, "min_runs": 2, "max_runs": 3, "seconds": 0.1, "workers": 2},
-    }
-    (tmp_path / "suite.yaml").write_text(yaml.safe_dump(suite))
-    out = tmp_path / "out"
-    result = CliRunner().invoke(bench_command, ["run", str(tmp_path / "suite.yaml"), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    configs = json.loads((out / "results.json").read_text())["configs"]
+    configs = _run_grouped(tmp_path, workers=2, durations=[0.5])
     rows = {(r["backend"], r["precision"]): r["cases"][0] for r in configs}
     peer, ser = rows["pytorch-eager", "int8-dynamic"], rows["onnxruntime-cpu", "int8-dynamic"]
     fp32 = rows["onnxruntime-cpu", "fp32"]
