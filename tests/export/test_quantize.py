@@ -70,13 +70,20 @@ def test_static_int8_quantizes_matmul_and_conv_per_channel(tmp_path, tiny_checkp
     quantizes = [n for n in graph.node if n.op_type == "QuantizeLinear"]
     assert not [q for q in quantizes if getattr(producers.get(q.input[0]), "op_type", None) in ("MatMul", "Gemm")]
     for node in graph.node:
-        if node.name in quantized or node.op_type == "QuantizeLinear":
+        if node.name in quantized or node.op_type in ("QuantizeLinear", "MultiHeadAttention"):
             continue
         for tensor in node.input:
             dequantize = dequantized(tensor)
             if dequantize is not None and dequantize.input[0] not in initializers:
                 source = producers.get(producers[dequantize.input[0]].input[0])
                 assert source is not None and source.name in quantized and source.op_type == "Conv", node.name
+    # attention: query and key on a symmetric signed grid (their product a plain INT8 one), the value float
+    for attention in (n for n in graph.node if n.op_type == "MultiHeadAttention"):
+        query, key, value = (dequantized(tensor) for tensor in attention.input[:3])
+        assert value is None and query is not None and key is not None, attention.name
+        for pair in (query, key):
+            zero_point = onnx.numpy_helper.to_array(initializers[pair.input[2]])
+            assert zero_point.dtype == np.int8 and zero_point == 0
     q = bundle.manifest.quantization
     assert bundle.manifest.precision == "int8-static"
     assert q["method"] == "minmax" and q["calibration"]["clips"] == 20 and q["fp32_nodes"] == []
@@ -109,7 +116,7 @@ def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_check
     assert q["fp32_nodes"], "full INT8 should have missed a 100% agreement gate on this model"
     search = q["search"]
     assert search[0]["fp32_nodes"] == 0 and search[0]["scored"] < 22, "a hopeless candidate stops at its first miss"
-    assert search[1]["fp32_nodes"] == 22 and search[1]["passed"], "the budget is tried before the climb"
+    assert search[1]["fp32_nodes"] == 24 and search[1]["passed"], "the budget is tried before the climb"
     assert search[-1]["passed"] or any(step["passed"] for step in search)
     passing = [step["fp32_nodes"] for step in search if step["passed"]]
     assert min(passing) == len(q["fp32_nodes"]), "the bundle keeps the fewest FP32 nodes that passed"
@@ -129,7 +136,8 @@ def test_gate_keeps_sensitive_nodes_in_fp32_until_it_passes(tmp_path, tiny_check
     for node in kept.values():
         weight = node.input[1]
         assert weight in initializers or producers.get(weight) != "DequantizeLinear", f"{node.name} is not FP32"
-    assert q["quantized_nodes"] + len(q["fp32_nodes"]) == 22  # 23 with a constant weight, less the waveform conv
+    # 23 with a constant weight, less the waveform conv, and the two attention nodes
+    assert q["quantized_nodes"] + len(q["fp32_nodes"]) == 24
 
 
 def test_a_reference_that_answers_one_label_everywhere_is_called_out(tmp_path, tiny_checkpoint, synth_corpus, caplog):
@@ -149,8 +157,8 @@ def test_a_reference_that_answers_one_label_everywhere_is_called_out(tmp_path, t
 
 
 def test_a_refusal_costs_two_candidates_the_full_graph_and_the_budget(tmp_path, tiny_checkpoint, synth_corpus):
-    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.2, **POINT)  # 4 of 22 nodes: too few
-    with pytest.raises(ExportGateError, match=r"even with 4 of 22 nodes") as refused:
+    gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.2, **POINT)  # 4 of 24 nodes: too few
+    with pytest.raises(ExportGateError, match=r"even with 4 of 24 nodes") as refused:
         export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
     tried = re.findall(r"(\d+) FP32 →", str(refused.value))
     assert tried == ["0", "4"], "no climb below a budget that already failed"
@@ -158,7 +166,7 @@ def test_a_refusal_costs_two_candidates_the_full_graph_and_the_budget(tmp_path, 
 
 def test_export_that_cannot_pass_the_gate_writes_nothing(tmp_path, tiny_checkpoint, synth_corpus):
     gate = Gate(min_agreement=1.0, max_f1_drop=0.0, max_fp32_fraction=0.0, **POINT)  # no fallback allowed
-    with pytest.raises(ExportGateError, match=r"misses the accuracy gate.*0 of 22 nodes.*no bundle written"):
+    with pytest.raises(ExportGateError, match=r"misses the accuracy gate.*0 of 24 nodes.*no bundle written"):
         export_bundle(int8_options(tiny_checkpoint, synth_corpus, "static", gate), tmp_path / "b")
     assert not (tmp_path / "b").exists()
     assert [p for p in tmp_path.iterdir()] == []
@@ -217,6 +225,42 @@ def test_sensitivity_measures_each_node_alone_at_the_output(tmp_path, tiny_check
     matmuls = quantizable_nodes(onnx.load(tmp_path / "float.onnx"), "dynamic")[:3]
     scores = node_sensitivity(tmp_path / "float.onnx", tmp_path / "d.onnx", matmuls, feeds, dynamic.quantize)
     assert set(scores) == set(matmuls) and min(scores.values()) > 0
+
+
+def test_attention_rounds_query_and_key_to_a_grid_that_holds_the_calibrated_range(
+    tmp_path, tiny_checkpoint, synth_corpus
+):
+    import onnxruntime as ort
+
+    from ser.export.onnx import export_onnx
+    from ser.export.optimize import optimize_graph
+    from ser.models import load_model
+
+    module = load_model("wav2vec2", str(tiny_checkpoint("wav2vec2"))).waveform()
+    export_onnx(module, tmp_path / "raw.onnx", fuse_attention=True)
+    optimize_graph(tmp_path / "raw.onnx", tmp_path / "float.onnx")
+    float_graph = onnx.load(tmp_path / "float.onnx")
+    attention = [n for n in float_graph.graph.node if n.op_type == "MultiHeadAttention"]
+    others = [name for name in quantizable_nodes(float_graph, "static") if name not in {n.name for n in attention}]
+    reader = AudioFolderReader.from_folder(synth_corpus, limit=6)
+    quantizer = Quantizer(tmp_path / "float.onnx", Int8Options("static"), reader, tmp_path)
+    quantizer.quantize(tmp_path / "q.onnx", exclude=others)  # the attention nodes alone
+    graph = onnx.load(tmp_path / "q.onnx")
+    assert Counter(n.op_type for n in graph.graph.node)["QuantizeLinear"] == 2 * len(attention) == 4
+    # every query and key of the calibration clips, beside what the attention node reads instead
+    pairs = {n.input[i]: float_graph.graph.node[[m.name for m in float_graph.graph.node].index(n.name)].input[i]
+             for n in graph.graph.node if n.op_type == "MultiHeadAttention" for i in (0, 1)}  # fmt: skip
+    graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in [*pairs, *pairs.values()])
+    session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    initializers = {i.name: onnx.numpy_helper.to_array(i) for i in graph.graph.initializer}
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    for feeds in reader:
+        values = dict(zip([*pairs, *pairs.values()], session.run([*pairs, *pairs.values()], feeds), strict=True))
+        for rounded, original in pairs.items():
+            scale = initializers[producers[rounded].input[1]]
+            error = np.abs(values[rounded] - values[original])
+            assert error.max() <= scale / 2 * 1.001, "no calibration clip's query or key is clipped"
+            assert error.max() > 0 and np.unique(np.round(values[rounded] / scale)).size <= 255
 
 
 @pytest.mark.parametrize(("agreed", "clips"), [(70, 70), (299, 299), (59, 60), (5, 10), (1, 200)])

@@ -6,9 +6,11 @@ Modes (model path in, model path out):
 - static: QDQ graph with per-channel INT8 weights and UINT8 activations (the CPU's VNNI layout) for
   MatMul, Gemm and Conv, so the convolutional feature encoder runs in INT8 too (all but its first conv,
   which reads the waveform: see `quantizable_nodes`). MatMul outputs stay float, and every float reader of
-  an activation quantized for a MatMul reads the float tensor (`float_consumers_read_float`). Activation ranges
-  come from real audio (minmax, entropy or percentile) and are cached, so re-quantizing with other
-  nodes excluded does not re-calibrate.
+  an activation quantized for a MatMul reads the float tensor (`float_consumers_read_float`). Each attention
+  core (MultiHeadAttention) reads its query and key on a symmetric 8-bit grid (`quantize_attention`), which
+  OpenVINO runs as an INT8 product of the two and ONNX Runtime as a rounding before its float kernel.
+  Activation ranges come from real audio (minmax, entropy or percentile; the query and key: their largest
+  magnitude) and are cached, so re-quantizing with other nodes excluded does not re-calibrate.
 
 `node_sensitivity` ranks the quantized nodes by the logit error each one causes when it alone is
 quantized (against the float graph, on a batch of a few clips), in one session for QDQ graphs.
@@ -16,6 +18,7 @@ quantized (against the float graph, on a batch of a few clips), in one session f
 
 from __future__ import annotations
 
+import json
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -42,6 +45,7 @@ METHODS = {
     "percentile": CalibrationMethod.Percentile,
 }
 OP_TYPES = {"dynamic": ("MatMul", "Gemm"), "static": ("MatMul", "Gemm", "Conv")}
+ATTENTION = "MultiHeadAttention"  # ONNX Runtime's fused attention (ser.export.onnx): query, key, value, ...
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,19 @@ def quantizable_nodes(model: onnx.ModelProto, mode: str) -> list[str]:
     """Names of the nodes `mode` would quantize: its op types with a constant (initializer) weight, except a
     convolution with one input channel (the first conv over the waveform, ResNet's stem over the log-mel).
     There INT8 buys nothing (a few MFLOP) and costs twice: the raw waveform in 8 bits is a 48 dB signal, and
-    its output, the largest tensor of the graph, would need a dequantize before the FP32 GroupNorm."""
+    its output, the largest tensor of the graph, would need a dequantize before the FP32 GroupNorm. Static
+    mode adds every attention node (its query and key: `quantize_attention`)."""
     initializers = {init.name: init for init in model.graph.initializer}
     return [
         node.name
         for node in model.graph.node
-        if node.op_type in OP_TYPES[mode]
-        and len(node.input) > 1
-        and node.input[1] in initializers
-        and not (node.op_type == "Conv" and initializers[node.input[1]].dims[1] == 1)
+        if (mode == "static" and node.op_type == ATTENTION)
+        or (
+            node.op_type in OP_TYPES[mode]
+            and len(node.input) > 1
+            and node.input[1] in initializers
+            and not (node.op_type == "Conv" and initializers[node.input[1]].dims[1] == 1)
+        )
     ]
 
 
@@ -104,19 +112,56 @@ class Quantizer:
             raise ValueError("--int8 static needs calibration audio: pass --calibration-data DIR")
         self.float_path = float_path
         self.options = options
-        self.nodes = quantizable_nodes(onnx.load(str(float_path), load_external_data=False), options.mode)
+        model = onnx.load(str(float_path), load_external_data=False)
+        self.nodes = quantizable_nodes(model, options.mode)
+        self._attention = {  # attention node → its query and key
+            node.name: (node.input[0], node.input[1]) for node in model.graph.node if node.op_type == ATTENTION
+        }
         self.calibration = calibration
         self.on_feed = on_feed
         self._cache = work_dir / "calibration.json"
+        self._attention_cache = work_dir / "attention.json"
 
     def quantize(self, out: Path, exclude: Sequence[str] = ()) -> None:
         # Only nodes with a constant weight: a MatMul of two activations is a statistic (the masked
         # GroupNorm's mean and variance over time) and loses too much in 8 bits.
         excluded = set(exclude)
-        nodes = [name for name in self.nodes if name not in excluded]
+        attention = [name for name in self._attention if name not in excluded]
+        nodes = [name for name in self.nodes if name not in excluded and name not in self._attention]
         if not nodes:  # ONNX Runtime reads an empty list as "quantize everything"
             save_model(onnx.load(str(self.float_path)), out)
-            return
+        else:
+            self._quantize(out, nodes)
+        if attention and self.options.mode == "static":
+            qdq = onnx.load(str(out))
+            quantize_attention(qdq, attention, self._attention_magnitudes())
+            save_model(qdq, out)
+
+    def _attention_magnitudes(self) -> dict[str, float]:
+        """The largest magnitude of every attention query and key over the calibration clips, from the float
+        graph (computed once, then cached beside the activation ranges)."""
+        if self._attention_cache.is_file():
+            return json.loads(self._attention_cache.read_text())
+        import onnxruntime as ort
+
+        assert self.calibration is not None
+        tensors = sorted({tensor for pair in self._attention.values() for tensor in pair})
+        probe = onnx.load(str(self.float_path), load_external_data=False)
+        probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(tensor) for tensor in tensors)
+        path = self.float_path.with_name("attention-probe.onnx")  # beside the float graph: its external data
+        onnx.save(probe, str(path))
+        try:
+            session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+            largest = dict.fromkeys(tensors, 0.0)
+            for feeds in self.calibration:
+                for tensor, value in zip(tensors, session.run(tensors, feeds), strict=True):
+                    largest[tensor] = max(largest[tensor], float(np.abs(value).max()))
+        finally:
+            path.unlink()
+        self._attention_cache.write_text(json.dumps(largest))
+        return largest
+
+    def _quantize(self, out: Path, nodes: list[str]) -> None:
         common = dict(
             op_types_to_quantize=list(OP_TYPES[self.options.mode]),
             per_channel=self.options.per_channel,
@@ -151,6 +196,33 @@ class Quantizer:
             qdq = onnx.load(str(out))
             if float_consumers_read_float(qdq, set(nodes)):
                 save_model(qdq, out)
+
+
+def quantize_attention(qdq: onnx.ModelProto, nodes: Sequence[str], magnitudes: dict[str, float]) -> None:
+    """Give each attention node in `nodes` (MultiHeadAttention) its query and key through a quantize/dequantize
+    pair on a symmetric signed 8-bit grid (zero point 0, scale: the tensor's largest calibrated magnitude / 127),
+    in place.
+
+    The two are multiplied together, so a symmetric grid keeps that product a plain INT8 one: OpenVINO then
+    computes the attention scores in 8 bits (as NNCF quantizes them), ONNX Runtime rounds them and runs its
+    float kernel. The value and the attention probabilities stay float."""
+    chosen = set(nodes)
+    ordered: list[onnx.NodeProto] = []
+    for node in qdq.graph.node:
+        if node.name in chosen and node.op_type == ATTENTION:
+            for index in (0, 1):
+                tensor = node.input[index]
+                scale, zero = f"{tensor}/attention_scale", f"{tensor}/attention_zero_point"
+                qdq.graph.initializer.extend([
+                    onnx.numpy_helper.from_array(np.array(max(magnitudes[tensor], 1e-8) / 127, np.float32), scale),
+                    onnx.numpy_helper.from_array(np.array(0, np.int8), zero),
+                ])  # fmt: skip
+                quantized, node.input[index] = f"{tensor}/attention_8bit", f"{tensor}/attention_grid"
+                ordered.append(onnx.helper.make_node("QuantizeLinear", [tensor, scale, zero], [quantized]))
+                ordered.append(onnx.helper.make_node("DequantizeLinear", [quantized, scale, zero], [node.input[index]]))
+        ordered.append(node)
+    del qdq.graph.node[:]
+    qdq.graph.node.extend(ordered)
 
 
 def float_consumers_read_float(qdq: onnx.ModelProto, quantized: set[str]) -> int:

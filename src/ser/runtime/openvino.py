@@ -3,9 +3,10 @@
 OpenVINO reads ONNX directly, ONNX Runtime's fused operators included (MultiHeadAttention, BiasGelu,
 SkipLayerNormalization), and runs a QDQ-quantized graph on its own INT8 kernels, so the same bundle runs on
 either engine with nothing converted or added to it. Inference precision is pinned to f32: on CPUs with
-AVX-512 BF16 or AMX OpenVINO's default would quietly compute an FP32 bundle in bfloat16. Its INT8
-kernels are not ONNX Runtime's, so an INT8 bundle runs here as verified only where its gate judged this
-backend (`ser.runtime.recognizer`).
+AVX-512 BF16 or AMX OpenVINO's default would quietly compute an FP32 bundle in bfloat16. A QDQ graph is
+lowered first to the form OpenVINO's INT8 kernels are written for (`lower_qdq`). Its INT8 kernels are not
+ONNX Runtime's, so an INT8 bundle runs here as verified only where its gate judged this backend, and the
+gate judges it through this class (`ser.runtime.recognizer`, `ser.export.exporter`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,80 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def compile_for_cpu(model: str | Path, threads: int | None, perf_count: bool = False) -> Any:
-    """`model` (ONNX or OpenVINO IR) compiled for this CPU: f32 pinned, latency hint, `threads` threads;
-    `perf_count` keeps per-node timings (for profiling; it costs a little on every call)."""
+def lower_qdq(model: Any) -> tuple[int, int]:
+    """Rewrite, in place, how OpenVINO's ONNX frontend reads an activation's quantize/dequantize pair
+    (FakeQuantize to 0..255, two Converts, a zero-point Subtract, a scale Multiply) into what its own INT8
+    models carry. Returns (conv outputs left in float, pairs folded).
+
+    - After a convolution the pair goes: ONNX Runtime needs it there to run the conv in INT8 (QLinearConv has an
+      8-bit output), but OpenVINO computes an INT8 conv in float at its output anyway and would quantize it,
+      convert it back in a reference kernel and subtract the zero point, only to quantize again before the
+      next conv. Dropping it removes a rounding, so the answers move a little: the gate judges this backend.
+    - Everywhere else the pair becomes one FakeQuantize from float to float (the same grid: same answers),
+      which OpenVINO's low-precision passes fuse into the INT8 kernel that reads it, including the attention
+      core, whose query and key ser's quantizer puts on a symmetric 8-bit grid (`ser.export.quantize`).
+    """
+    from openvino import opset13
+
+    def constant(node: Any) -> np.ndarray | None:
+        if node.get_type_name() == "Convert":
+            node = node.input_value(0).get_node()
+        return node.get_data().astype(np.float32) if node.get_type_name() == "Constant" else None
+
+    def only_reader(node: Any, kind: str) -> Any:
+        readers = list(node.output(0).get_target_inputs())
+        if len(readers) == 1 and readers[0].get_node().get_type_name() == kind:
+            return readers[0].get_node()
+        return None
+
+    floated = folded = 0
+    for quantize in model.get_ordered_ops():
+        if quantize.get_type_name() != "FakeQuantize":
+            continue
+        to_int = only_reader(quantize, "Convert")
+        to_float = to_int and only_reader(to_int, "Convert")
+        if to_float is None:
+            continue  # already float to float (an IR's own), or read otherwise
+        subtract = only_reader(to_float, "Subtract")
+        zero_point = constant(subtract.input_value(1).get_node()) if subtract else np.float32(0)
+        multiply = only_reader(subtract or to_float, "Multiply")
+        scale = constant(multiply.input_value(1).get_node()) if multiply else None
+        if zero_point is None or scale is None:
+            continue
+        source = quantize.input_value(0)
+        producer = source.get_node()
+        if producer.get_type_name() == "Add":  # a conv's bias
+            producer = producer.input_value(0).get_node()
+        if producer.get_type_name() in ("Convolution", "GroupConvolution"):
+            multiply.output(0).replace(source)
+            floated += 1
+            continue
+        low, high, out_low, out_high = (constant(quantize.input_value(i).get_node()) for i in range(1, 5))
+        if low is None or high is None or out_low is None or out_high is None:
+            continue
+        grid = opset13.fake_quantize(
+            source, low, high, (out_low - zero_point) * scale, (out_high - zero_point) * scale,
+            quantize.get_attributes()["levels"],
+        )  # fmt: skip
+        multiply.output(0).replace(grid.output(0))
+        folded += 1
+    if floated or folded:
+        model.validate_nodes_and_infer_types()
+    return floated, folded
+
+
+def read_bundle_graph(onnx_path: str | Path) -> Any:
+    """A bundle's ONNX graph as an OpenVINO model, its QDQ pairs lowered (`lower_qdq`)."""
+    import openvino as ov
+
+    model = ov.Core().read_model(str(onnx_path))
+    lower_qdq(model)
+    return model
+
+
+def compile_for_cpu(model: Any, threads: int | None, perf_count: bool = False) -> Any:
+    """`model` (an ONNX or IR path, or an OpenVINO model) compiled for this CPU: f32 pinned, latency hint,
+    `threads` threads; `perf_count` keeps per-node timings (for profiling; it costs a little on every call)."""
     import openvino as ov
 
     config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
@@ -37,7 +109,7 @@ def compile_for_cpu(model: str | Path, threads: int | None, perf_count: bool = F
         config["INFERENCE_NUM_THREADS"] = threads
     if perf_count:
         config["PERF_COUNT"] = True
-    return ov.Core().compile_model(str(model), "CPU", config)
+    return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
 
 
 class OpenVinoBackend(Backend):
@@ -56,7 +128,7 @@ class OpenVinoBackend(Backend):
         reason = unavailable_reason()
         if reason:
             raise BackendError(f"{self.name}: {reason}")
-        self._compiled = compile_for_cpu(self.onnx_path, self.threads)
+        self._compiled = compile_for_cpu(read_bundle_graph(self.onnx_path), self.threads)
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         if LOGITS not in self._outputs or any(name not in (LOGITS, EMBEDDING) for name in self._outputs):
             raise BackendError(f"{self.onnx_path}: OpenVINO reads outputs {self._outputs}, not logits (and embedding)")
