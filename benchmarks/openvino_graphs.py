@@ -110,9 +110,10 @@ def main() -> None:
     if args.profile:
         for backend in backends.values():
             backend.deactivate()
+        # ser's graphs as OpenVinoBackend runs them (lowered), NNCF's IR as it is
         graphs = {f"ser QDQ {name}": read_bundle_graph(Bundle.load(path).onnx_path) for name, path in bundles.items()}
         if args.nncf:
-            graphs["NNCF IR"] = args.nncf / IR_NAME  # ser's graphs as OpenVinoBackend reads them, lowered
+            graphs["NNCF IR"] = args.nncf / IR_NAME
         feeds = feeds_for(4, 4.0)
         profile = {label: node_times_ms(path, args.threads, feeds, args.profile) for label, path in graphs.items()}
         report["profile_4x4s_ms_per_call"] = profile

@@ -70,8 +70,8 @@ def lower_qdq(model: Any) -> tuple[int, int]:
             continue
         source = quantize.input_value(0)
         producer = source.get_node()
-        if producer.get_type_name() == "Add":  # a conv's bias
-            producer = producer.input_value(0).get_node()
+        if producer.get_type_name() == "Add" and producer.input_value(1).get_node().get_type_name() == "Constant":
+            producer = producer.input_value(0).get_node()  # past a conv's bias
         if producer.get_type_name() in ("Convolution", "GroupConvolution"):
             multiply.output(0).replace(source)
             floated += 1
