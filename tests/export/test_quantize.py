@@ -248,7 +248,8 @@ def test_attention_rounds_query_and_key_to_a_grid_that_holds_the_calibrated_rang
     graph = onnx.load(tmp_path / "q.onnx")
     assert Counter(n.op_type for n in graph.graph.node)["QuantizeLinear"] == 2 * len(attention) == 4
     # every query and key of the calibration clips, beside what the attention node reads instead
-    pairs = {n.input[i]: float_graph.graph.node[[m.name for m in float_graph.graph.node].index(n.name)].input[i]
+    float_nodes = {n.name: n for n in attention}
+    pairs = {n.input[i]: float_nodes[n.name].input[i]
              for n in graph.graph.node if n.op_type == "MultiHeadAttention" for i in (0, 1)}  # fmt: skip
     graph.graph.output.extend(onnx.helper.make_empty_tensor_value_info(t) for t in [*pairs, *pairs.values()])
     session = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
