@@ -115,7 +115,9 @@ class Quantizer:
         model = onnx.load(str(float_path), load_external_data=False)
         self.nodes = quantizable_nodes(model, options.mode)
         self._attention = {  # attention node → its query and key
-            node.name: (node.input[0], node.input[1]) for node in model.graph.node if node.op_type == ATTENTION
+            node.name: (node.input[0], node.input[1])
+            for node in model.graph.node
+            if node.op_type == ATTENTION and node.name in self.nodes  # static mode only
         }
         self.calibration = calibration
         self.on_feed = on_feed
@@ -132,7 +134,7 @@ class Quantizer:
             save_model(onnx.load(str(self.float_path)), out)
         else:
             self._quantize(out, nodes)
-        if attention and self.options.mode == "static":
+        if attention:
             qdq = onnx.load(str(out))
             quantize_attention(qdq, attention, self._attention_magnitudes())
             save_model(qdq, out)
