@@ -3,20 +3,23 @@
 Requests wait at most `max_wait_s` for company, and a batch never exceeds `max_batch`; while the
 batches run, the next one fills up, so under load batches grow by themselves and the wait hardly
 matters. Each model instance (an `infer` function, e.g. one recognizer; Triton's instance group)
-runs one batch at a time on its own thread; with one instance the model's own thread pool does the
-parallel work, with several (each on fewer threads) batches overlap, which on a small model costs
-less than splitting each call across threads. A clip may come as a function that makes its samples
-(decoding the upload): it runs on the batch's thread, not the event loop's, and no extra thread
-hand-off is paid for it; if it raises, only that request fails. If a batch fails as a whole, its
-items are retried one by one, so one bad input fails only its own request.
+has its own thread, which gathers its next batch from the queue itself as soon as its last one is
+answered: the event loop only adds clips and settles answers, so a busy loop never leaves a model
+idle between batches (measured: benchmarks/RESULTS.md). One batch fills at a time; with one instance
+the model's own thread pool does the parallel work, with several (each on fewer threads) batches
+overlap, which on a small model costs less than splitting each call across threads. A clip may come
+as a function that makes its samples (decoding the upload): it runs on the batch's thread, not the
+event loop's; if it raises, only that request fails. If a batch fails as a whole, its items are
+retried one by one, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -30,12 +33,14 @@ class QueueFullError(RuntimeError):
 
 
 Clip = np.ndarray | Callable[[], np.ndarray]  # samples, or how to make them (on the batch's thread)
+Outcome = tuple[object, BaseException | None]  # (answer, error) of one item
 
 
 @dataclass
 class _Item:
     clip: Clip
     future: asyncio.Future
+    abandoned: bool = False  # its request stopped waiting (a timeout) before its batch started
 
 
 class MicroBatcher(Generic[T]):
@@ -50,95 +55,107 @@ class MicroBatcher(Generic[T]):
     ):
         """`infer` answers a list of clips in order (a list of them: model instances that may run at
         once); `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every change of
-        the queue's length (a clip joining, a batch leaving)."""
+        the queue's length (a clip joining, a batch leaving); both are called from the batch threads too."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.instances = [infer] if callable(infer) else list(infer)
         if not self.instances:
             raise ValueError("no model instance to run batches on")
-        self.max_batch, self.max_wait_s, self.on_batch, self.on_depth = max_batch, max_wait_s, on_batch, on_depth
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=max_queue)
-        self._executor = ThreadPoolExecutor(max_workers=len(self.instances), thread_name_prefix="ser-batch")
-        self._task: asyncio.Task | None = None
-        self._batches: set[asyncio.Task] = set()
+        self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
+        self.on_batch, self.on_depth = on_batch, on_depth
+        self._pending: deque[_Item] = deque()
+        self._arrived = threading.Condition()  # guards _pending and _stopping; notified as clips join
+        self._filling = threading.Lock()  # held by the one instance gathering the next batch
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return bool(self._threads) and not self._stopping and all(t.is_alive() for t in self._threads)
 
     @property
     def queued(self) -> int:
-        return self._queue.qsize()
+        return len(self._pending)
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="ser-micro-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._serve, args=(infer,), name=f"ser-batch-{index}", daemon=True)
+            for index, infer in enumerate(self.instances)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, *self._batches, return_exceptions=True)
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if not item.future.done():
-                item.future.set_exception(RuntimeError("the service is shutting down"))
-        self._executor.shutdown(wait=True)
+        """Let the running batches finish and answer; every clip still queued gets an error."""
+        with self._arrived:
+            self._stopping = True
+            self._arrived.notify_all()
+            left = list(self._pending)
+            self._pending.clear()
+        for item in left:
+            _settle(item.future, error=RuntimeError("the service is shutting down"))
+        threads = self._threads
+        await asyncio.get_running_loop().run_in_executor(None, lambda: [t.join() for t in threads])
+        await asyncio.sleep(0)  # the last batches' answers, handed over by call_soon_threadsafe
 
     async def submit(self, clip: Clip) -> T:
         """The answer for one clip, computed in some batch. Cancelling the wait (a timeout) drops the
         clip if its batch has not started yet."""
-        future = asyncio.get_running_loop().create_future()
+        item = _Item(clip, asyncio.get_running_loop().create_future())
+        with self._arrived:
+            if self._stopping:
+                raise RuntimeError("the service is shutting down")
+            if len(self._pending) >= self.max_queue:
+                raise QueueFullError(f"{self.max_queue} requests are already waiting; retry later")
+            self._pending.append(item)
+            self._report_depth()
+            self._arrived.notify()
         try:
-            self._queue.put_nowait(_Item(clip, future))
-        except asyncio.QueueFull:
-            raise QueueFullError(f"{self._queue.maxsize} requests are already waiting; retry later") from None
-        self._report_depth()
-        return await future
+            return await item.future
+        except asyncio.CancelledError:
+            item.abandoned = True
+            raise
 
     def _report_depth(self) -> None:
+        """Called with `_arrived` held, so reports from the loop and the batch threads arrive in order."""
         if self.on_depth is not None:
-            self.on_depth(self._queue.qsize())
+            self.on_depth(len(self._pending))
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        free: asyncio.Queue[int] = asyncio.Queue()
-        for index in range(len(self.instances)):
-            free.put_nowait(index)
-        while True:
-            instance = await free.get()  # while every instance is busy, the next batch keeps filling
-            batch = [await self._queue.get()]
-            deadline = loop.time() + self.max_wait_s
+    def _serve(self, infer: Callable) -> None:
+        """One instance's thread: gather a batch, answer it, hand the answers to the event loop; again."""
+        assert self._loop is not None
+        while (batch := self._next_batch()) is not None:
+            batch = [item for item in batch if not item.abandoned]
+            if batch:
+                outcomes = self._answer(batch, infer)
+                self._loop.call_soon_threadsafe(_settle_batch, batch, outcomes)
+
+    def _next_batch(self) -> list[_Item] | None:
+        """The next batch: the first clip to come, and whatever joins within `max_wait_s` of it, up to
+        `max_batch` (everything already waiting is taken at once). None once the batcher stops."""
+        with self._filling, self._arrived:
+            while not self._pending:
+                if self._stopping:
+                    return None
+                self._arrived.wait()
+            batch = [self._pending.popleft()]
+            deadline = time.monotonic() + self.max_wait_s
             while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
+                if self._pending:
+                    batch.append(self._pending.popleft())
                     continue
-                except asyncio.QueueEmpty:
-                    pass
-                remaining = deadline - loop.time()
-                if remaining <= 0:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stopping:
                     break
-                try:
-                    async with asyncio.timeout(remaining):  # no task per wait, unlike wait_for
-                        batch.append(await self._queue.get())
-                except TimeoutError:
-                    break
+                self._arrived.wait(remaining)
             self._report_depth()
-            batch = [item for item in batch if not item.future.done()]  # timed out while queued
-            if not batch:
-                free.put_nowait(instance)
-                continue
-            task = loop.create_task(self._execute(batch, instance))
-            self._batches.add(task)
-            task.add_done_callback(lambda t, i=instance: (self._batches.discard(t), free.put_nowait(i)))
+            return batch
 
-    async def _execute(self, batch: list[_Item], instance: int) -> None:
-        loop = asyncio.get_running_loop()
-        outcomes = await loop.run_in_executor(self._executor, self._answer, batch, self.instances[instance])
-        for item, (result, error) in zip(batch, outcomes, strict=True):
-            _settle(item.future, result=result, error=error)
-
-    def _answer(self, batch: list[_Item], infer: Callable) -> list[tuple[object, BaseException | None]]:
+    def _answer(self, batch: list[_Item], infer: Callable) -> list[Outcome]:
         """(answer, error) per item, on the batch's thread: each clip made, then one model call."""
-        outcomes: list[tuple[object, BaseException | None]] = [(None, None)] * len(batch)
+        outcomes: list[Outcome] = [(None, None)] * len(batch)
         ready = []
         for index, item in enumerate(batch):
             if callable(item.clip):
@@ -173,6 +190,11 @@ class MicroBatcher(Generic[T]):
         if self.on_batch is not None:
             self.on_batch(len(clips), time.perf_counter() - started)
         return results
+
+
+def _settle_batch(batch: list[_Item], outcomes: list[Outcome]) -> None:
+    for item, (result, error) in zip(batch, outcomes, strict=True):
+        _settle(item.future, result=result, error=error)
 
 
 def _settle(future: asyncio.Future, result: object = None, error: BaseException | None = None) -> None:
