@@ -11,8 +11,8 @@ still up at the end.
 
 Attacks (the hostile-input issue's list): a WAV claiming 1 Hz; a FLAC claiming 2^36 samples; float
 samples near ±3.4e38 (predict and timeline); 79,201 timeline windows, a 0.00001 s hop, NaN
-parameters; 20 idle connections that never send a byte; a body sent at 1 byte/s; a client that
-disconnects mid-body; a malformed multipart body.
+parameters; 20 idle connections that never send a byte; a body sent at 1 byte/s; a request head of
+64 KiB; a client that disconnects mid-body; a malformed multipart body.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ def attacks(url: str, port: int, good: bytes) -> dict:
     """name → a function doing that attack once and returning what it got (a status or a description)."""
     ten_seconds = wav_bytes(10.0, seed=1)
     head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {len(good)}\r\n\r\n"
+    padded_head = head.encode()[:-2] + b"X-Pad: " + b"a" * (64 << 10) + b"\r\n\r\n"
 
     def post(path: str, content: bytes, params: dict | None = None, headers: dict | None = None) -> str:
         response = httpx.post(url + path, content=content, params=params, headers=headers or WAV, timeout=60)
@@ -109,6 +110,7 @@ def attacks(url: str, port: int, good: bytes) -> dict:
         ),
         "20 idle connections": idle,
         "body at 1 byte/s": lambda: raw_exchange(port, head.encode() + good[:12], trickle=1.0),
+        "64 KiB of headers": lambda: raw_exchange(port, padded_head),
         "disconnect mid-body": lambda: raw_exchange(port, head.encode() + good[:100], close_after=0.2),
         "good request": lambda: post("/v1/predict", good),
     }
