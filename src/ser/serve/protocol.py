@@ -10,7 +10,8 @@ leaves open, either way, is kept closed here:
   `timeout_keep_alive` seconds (uvicorn's own setting) from its opening, and from each response, to
   deliver a complete request head; the body has its own deadline in the app (`body_timeout_s`).
 - llhttp sets no limit on a head's size (h11 refuses heads over 16 KiB); here a head that passes
-  MAX_HEAD_BYTES gets 431 and the connection closes, so no client can make the server buffer headers.
+  MAX_HEAD_BYTES gets 431 and the connection closes (after LINGER_S of reading and dropping what still
+  comes), so no client can make the server buffer headers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 MAX_HEAD_BYTES = 16 * 1024  # h11's default, which uvicorn's h11 protocol enforced before
+LINGER_S = 1.0  # how long a refused connection's further bytes are read and dropped before it closes
 
 
 class GuardedHttpToolsProtocol(HttpToolsProtocol):
@@ -98,7 +100,12 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             + b"content-length: %d\r\n\r\n" % len(message)
             + message
         )
-        self.transport.close()
+        # Close our side once the answer is out, but keep reading (and dropping) what the client still sends
+        # for a moment: closing with its bytes unread would reset the connection, and the reset can destroy
+        # the 431 before the client reads it.
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
 
 def _peer(client: tuple[str, int] | None) -> str:
