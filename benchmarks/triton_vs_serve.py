@@ -13,8 +13,9 @@ count: one model instance on ONNX Runtime's default threads, or N instances shar
 thread each on two cores), ser-serve's `--instances N` against Triton's instance group of N. Each
 server gets a 5 s warm-up, then the measured run. `--repeats R` measures every pair R times, the
 servers' order reversed every other time (a shared VM drifts by tens of percent over minutes), and
-reports each pair's median. Reports throughput, latency p50/p90/p99, errors and RSS (Triton: the
-server and its stub processes). Loopback only; wrk shares the cores with the server.
+reports each pair's median. Reports throughput, latency p50/p90/p99, errors, RSS and CPU time per
+answered request (Triton: the server and its stub processes; wrk's own CPU is not counted). Loopback only;
+wrk shares the cores with the server.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import shutil
 import statistics
 import struct
@@ -43,6 +45,7 @@ from ser.export.triton import TritonOptions, write_triton_repository
 from ser.serve.app import shared_threads
 
 HEADERS = {"Content-Type": "application/octet-stream"}
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def infer_body(wav: bytes) -> tuple[bytes, int]:
@@ -63,26 +66,45 @@ def infer_body(wav: bytes) -> tuple[bytes, int]:
     return header + element, len(header)
 
 
-def tree_rss_mib(pid: int) -> float:
-    """RSS of `pid` and its children (Triton's Python stubs are child processes)."""
-    total = rss_mib(pid)
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its children (Triton's Python stubs are child processes)."""
+    pids = [pid]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            if int(fields[1]) == pid:
-                total += rss_mib(int(stat.parent.name))
-        except (OSError, IndexError, ValueError, RuntimeError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                pids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
             continue
+    return pids
+
+
+def tree_rss_mib(pid: int) -> float:
+    return sum(rss_mib(p) for p in process_tree(pid))
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children, every thread."""
+    total = 0.0
+    for p in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICKS
     return total
 
 
 def measure(url: str, pid: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
     headers = {**HEADERS, "Inference-Header-Content-Length": str(header_length)}
     load(url, body, args.clients, 5.0, 10**9, work, path, headers)  # warm-up, not counted
-    rss_start = tree_rss_mib(pid)
+    rss_start, cpu_start = tree_rss_mib(pid), tree_cpu_s(pid)
     result = load(url, body, args.clients, args.seconds, args.max_requests, work, path, headers)
-    rss_end = tree_rss_mib(pid)
-    return {**result, "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1)}}
+    rss_end, cpu_s = tree_rss_mib(pid), tree_cpu_s(pid) - cpu_start
+    return {
+        **result,
+        "rss_mib": {"start": round(rss_start, 1), "end": round(rss_end, 1)},
+        "cpu_ms_per_request": round(1000 * cpu_s / max(result["requests"], 1), 3),
+    }
 
 
 def run_serve(bundle: Path, instances: int, path: str, body: Path, header_length: int, args, work: Path) -> dict:
@@ -148,6 +170,7 @@ def main() -> None:
             "throughput_rps": statistics.median(r["throughput_rps"] for r in entry["repeats"]),
             **{p: statistics.median(r["latency_ms"][p] for r in entry["repeats"]) for p in ("p50", "p90", "p99")},
             "errors": sum(r["errors"] for r in entry["repeats"]),
+            "cpu_ms_per_request": statistics.median(r["cpu_ms_per_request"] for r in entry["repeats"]),
         }
     report = {
         "bundle": str(args.bundle),
@@ -158,14 +181,15 @@ def main() -> None:
         "machine": cpu_info(),
         "runs": runs,
     }
-    print("| server × instances | errors | req/s (median; each run) | p50 ms | p90 ms | p99 ms (median; each run) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| server × instances | errors | req/s (median; each run) | p50 ms | p90 ms | p99 ms (median; each run) "
+          "| CPU ms / request |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for server, entry in runs.items():
         m, each = entry["median"], entry["repeats"]
         rps = ", ".join(f"{r['throughput_rps']:.0f}" for r in each)
         p99 = ", ".join(f"{r['latency_ms']['p99']:.0f}" for r in each)
         print(f"| {server} | {m['errors']} | {m['throughput_rps']:.1f} ({rps}) | {m['p50']:.0f} | {m['p90']:.0f} | "
-              f"{m['p99']:.0f} ({p99}) |")  # fmt: skip
+              f"{m['p99']:.0f} ({p99}) | {m['cpu_ms_per_request']:.2f} |")  # fmt: skip
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -26,11 +26,14 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
+from ser.answer import AnswerSpec
 from ser.audio import SAMPLE_RATE, AudioError, load_audio
+from ser.bundle import Bundle
 from ser.runtime import oip
 from ser.runtime.recognizer import EmotionRecognizer, Prediction, window_bounds
 from ser.serve import v2
 from ser.serve.batcher import Clip, MicroBatcher, QueueFullError
+from ser.serve.instances import InstanceDied, ProcessInstance
 from ser.serve.metrics import ObserveRequests, ServiceMetrics
 
 log = logging.getLogger(__name__)
@@ -76,6 +79,9 @@ class ApiError(Exception):
     def __init__(self, status: int, message: str):
         super().__init__(message)
         self.status, self.message = status, message
+
+    def __reduce__(self) -> tuple:  # raised in an instance's process, answered by the server's
+        return ApiError, (self.status, self.message)
 
 
 class _Answer(BaseModel):
@@ -128,12 +134,20 @@ _ERRORS = {code: {"description": why} for code, why in [
 
 @dataclass(frozen=True)
 class _Loaded:
-    recognizers: list[EmotionRecognizer]
+    """The model being served: what its bundle says, and the batcher over its instances."""
+
+    bundle: Bundle
+    cpu_warning: str | None  # the INT8 bundle's answers may differ on this CPU (EmotionRecognizer.cpu_warning)
     batcher: MicroBatcher[Prediction]
+    instances: list[EmotionRecognizer] | list[ProcessInstance]
 
     @property
-    def recognizer(self) -> EmotionRecognizer:
-        return self.recognizers[0]
+    def name(self) -> str:
+        return self.bundle.manifest.model.name
+
+    @property
+    def answer(self) -> AnswerSpec:
+        return self.bundle.manifest.answer_spec
 
 
 class _Service:
@@ -148,18 +162,21 @@ class _Service:
     async def lifespan(self, app: FastAPI) -> AsyncIterator[None]:
         settings = self.settings
         threads = settings.threads if settings.threads is not None else shared_threads(settings.instances)
-        recognizers = []
-        for _ in range(settings.instances):
-            recognizer = await run_in_threadpool(
-                EmotionRecognizer.load, settings.bundle, settings.backend, threads, settings.strict_cpu
-            )
-            # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
-            warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
+        # Warm up at the largest batch, so the runtime's memory arena has grown before traffic arrives.
+        warm = [np.zeros(WARMUP_SECONDS * SAMPLE_RATE, dtype=np.float32)] * settings.max_batch
+        load = (settings.bundle, settings.backend, threads, settings.strict_cpu)
+        instances: list[EmotionRecognizer] | list[ProcessInstance]
+        if settings.instances == 1:  # in this process: no pipe, and the model's own threads do the parallel work
+            recognizer = await run_in_threadpool(EmotionRecognizer.load, *load)
             await run_in_threadpool(recognizer.classify, warm)
-            recognizers.append(recognizer)
-        recognizer = recognizers[0]
+            instances, infers = [recognizer], [recognizer.classify]
+            bundle, cpu_warning = recognizer.bundle, recognizer.cpu_warning
+        else:  # each in its own process, as Triton's Python backend runs its instance group
+            instances = await run_in_threadpool(ProcessInstance.start_all, settings.instances, *load, warm)
+            infers = instances
+            bundle, cpu_warning = await run_in_threadpool(Bundle.load, settings.bundle), instances[0].cpu_warning
         batcher: MicroBatcher[Prediction] = MicroBatcher(
-            [r.classify for r in recognizers],
+            infers,
             settings.max_batch,
             settings.max_wait_ms / 1000,
             settings.max_queue,
@@ -170,17 +187,17 @@ class _Service:
         # Everything loaded so far lives as long as the process: out of the cyclic collector's sight,
         # its collections under load scan only what requests allocate (benchmarks/RESULTS.md).
         gc.freeze()
-        self.metrics.int8_cpu_mismatch.set(1 if recognizer.cpu_warning else 0)
-        self.loaded = _Loaded(recognizers, batcher)
+        self.metrics.int8_cpu_mismatch.set(1 if cpu_warning else 0)
+        self.loaded = _Loaded(bundle, cpu_warning, batcher, instances)
         log.info("serving %s (%s), max batch %d, %d instance(s)", settings.bundle,
-                 recognizer.bundle.manifest.model.name, settings.max_batch, settings.instances)  # fmt: skip
+                 self.loaded.name, settings.max_batch, settings.instances)  # fmt: skip
         try:
             yield
         finally:
             self.loaded = None
             await batcher.stop()
-            for r in recognizers:
-                r.close()
+            for instance in instances:
+                await run_in_threadpool(instance.close)
 
     @property
     def ready(self) -> bool:
@@ -191,12 +208,12 @@ class _Service:
             raise ApiError(503, "the model is not loaded yet")
         return self.loaded
 
-    def named(self, name: str) -> EmotionRecognizer:
-        """The recognizer, if `name` is its model's (the Open Inference Protocol addresses models by name)."""
-        recognizer = self.model().recognizer
-        if name != recognizer.bundle.manifest.model.name:
-            raise ApiError(404, f"no model {name!r}; this server has {recognizer.bundle.manifest.model.name!r}")
-        return recognizer
+    def named(self, name: str) -> _Loaded:
+        """The model, if `name` is its name (the Open Inference Protocol addresses models by name)."""
+        loaded = self.model()
+        if name != loaded.name:
+            raise ApiError(404, f"no model {name!r}; this server has {loaded.name!r}")
+        return loaded
 
     async def answer(self, clips: Sequence[Clip]) -> list[Prediction]:
         """Answers for `clips` (samples, or the calls that decode them on the batch's thread), submitted
@@ -216,6 +233,8 @@ class _Service:
                 raise ApiError(503, str(e)) from None
             except AudioError as e:  # the model's answer for this clip was not finite
                 raise ApiError(422, str(e)) from None
+            except InstanceDied as e:
+                raise ApiError(503, str(e)) from None
             except TimeoutError:
                 raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
         return answers
@@ -278,7 +297,7 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
         """The emotion of one clip: its label and scores, or its dimensions, as the bundle answers."""
         service.model()
         data, name = await _read_upload(request, settings)
-        decode = _refusing(partial(load_audio, data, name=name, max_seconds=settings.max_seconds), 422)
+        decode = _Refusing(partial(load_audio, data, name=name, max_seconds=settings.max_seconds), 422)
         (prediction,) = await service.answer(await _decoded_where_cheap(len(data), [decode]))
         return JSONResponse(prediction.to_dict())
 
@@ -292,7 +311,7 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
     ) -> JSONResponse:
         """The emotion per window of a long recording, and overall (the duration-weighted mean of the windows'
         scores or dimensions)."""
-        recognizer = service.model().recognizer
+        model = service.model()
         if hop_s > window_s:
             raise ApiError(422, f"hop_s ({hop_s}) must not exceed window_s ({window_s})")
         samples = await _read_samples(request, settings, settings.max_timeline_seconds)
@@ -301,7 +320,7 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
         except ValueError as e:
             raise ApiError(422, str(e)) from None
         predictions = await service.answer([samples[a:b] for a, b in bounds])
-        result = recognizer.answer.timeline(bounds, predictions, SAMPLE_RATE, len(samples))
+        result = model.answer.timeline(bounds, predictions, SAMPLE_RATE, len(samples))
         return JSONResponse(result.to_dict())
 
 
@@ -385,16 +404,16 @@ class InferRoute:
         """(status, JSON body) for an infer request (DESCRIPTION says what it takes and gives)."""
         service = self.service
         try:
-            recognizer = service.named(name)
+            model = service.named(name)
             body = await _read_raw(request, service.settings)
             try:
                 header, tensors = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
                 decoders = oip.clip_decoders(tensors, service.settings.max_seconds)
             except (v2.ProtocolError, AudioError) as e:
                 raise ApiError(400, str(e)) from None
-            decoders = [_refusing(decode, 400) for decode in decoders]
+            decoders = [_Refusing(decode, 400) for decode in decoders]
             predictions = await service.answer(await _decoded_where_cheap(len(body), decoders))
-            outputs = oip.output_tensors(predictions, recognizer.answer)
+            outputs = oip.output_tensors(predictions, model.answer)
             return 200, _json(v2.infer_response(name, header, outputs))
         except ApiError as e:
             return e.status, _json({"error": e.message})
@@ -446,11 +465,9 @@ def _health_routes(app: FastAPI, service: _Service) -> None:
     async def readyz() -> JSONResponse:
         """The model is loaded and the batcher runs: send traffic."""
         if service.ready and service.loaded is not None:
-            recognizer = service.loaded.recognizer
-            warnings = [recognizer.cpu_warning] if recognizer.cpu_warning else []
-            return JSONResponse(
-                {"status": "ready", "model": recognizer.bundle.manifest.model.name, "warnings": warnings}
-            )
+            model = service.loaded
+            warnings = [model.cpu_warning] if model.cpu_warning else []
+            return JSONResponse({"status": "ready", "model": model.name, "warnings": warnings})
         return _error(503, "not ready")
 
     @app.get("/metrics")
@@ -490,17 +507,19 @@ async def _decoded_where_cheap(size: int, decoders: list[Callable[[], np.ndarray
     return await run_in_threadpool(lambda: [decode() for decode in decoders])
 
 
-def _refusing(decode: Callable[[], np.ndarray], status: int) -> Callable[[], np.ndarray]:
-    """`decode` with its AudioError turned into the request's answer `status` (it runs on the batch's
-    thread, so the error reaches the request through the batcher)."""
+@dataclass(frozen=True)
+class _Refusing:
+    """`decode` with its AudioError turned into the request's answer `status` (it runs where the batch
+    runs, a batch thread or an instance's process, so the error reaches the request through the batcher)."""
 
-    def run() -> np.ndarray:
+    decode: Callable[[], np.ndarray]
+    status: int
+
+    def __call__(self) -> np.ndarray:
         try:
-            return decode()
+            return self.decode()
         except AudioError as e:
-            raise ApiError(status, str(e)) from None
-
-    return run
+            raise ApiError(self.status, str(e)) from None
 
 
 async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, str]:

@@ -2,15 +2,13 @@
 
 Requests wait at most `max_wait_s` for company, and a batch never exceeds `max_batch`; while the
 batches run, the next one fills up, so under load batches grow by themselves and the wait hardly
-matters. Each model instance (an `infer` function, e.g. one recognizer; Triton's instance group)
-has its own thread, which gathers its next batch from the queue itself as soon as its last one is
-answered: the event loop only adds clips and settles answers, so a busy loop never leaves a model
-idle between batches (measured: benchmarks/RESULTS.md). One batch fills at a time; with one instance
-the model's own thread pool does the parallel work, with several (each on fewer threads) batches
-overlap, which on a small model costs less than splitting each call across threads. A clip may come
-as a function that makes its samples (decoding the upload): it runs on the batch's thread, not the
-event loop's; if it raises, only that request fails. If a batch fails as a whole, its items are
-retried one by one, so one bad input fails only its own request.
+matters. Each model instance (an `infer` function, e.g. one recognizer, or an instance in its own process
+with `answer_clips`; Triton's instance group) has its own thread, which gathers its next batch from the
+queue itself as soon as its last one is answered: the event loop only adds clips and settles answers, so a
+busy loop never leaves a model idle between batches (measured: benchmarks/RESULTS.md). One batch fills at
+a time. A clip may come as a function that makes its samples (decoding the upload): it runs where the
+batch runs, not on the event loop; if it raises, only that request fails. If a batch fails as a whole,
+its items are retried one by one, so one bad input fails only its own request.
 """
 
 from __future__ import annotations
@@ -21,7 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 
@@ -34,6 +32,7 @@ class QueueFullError(RuntimeError):
 
 Clip = np.ndarray | Callable[[], np.ndarray]  # samples, or how to make them (on the batch's thread)
 Outcome = tuple[object, BaseException | None]  # (answer, error) of one item
+Infer = Callable[[Sequence[np.ndarray]], Sequence]  # a model instance: clips' samples → their answers, in order
 
 
 @dataclass
@@ -46,16 +45,18 @@ class _Item:
 class MicroBatcher(Generic[T]):
     def __init__(
         self,
-        infer: Callable[[Sequence[np.ndarray]], Sequence[T]] | Sequence[Callable[[Sequence[np.ndarray]], Sequence[T]]],
+        infer: Infer | Sequence[Infer | Any],
         max_batch: int = 16,
         max_wait_s: float = 0.005,
         max_queue: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
     ):
-        """`infer` answers a list of clips in order (a list of them: model instances that may run at
-        once); `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every change of
-        the queue's length (a clip joining, a batch leaving); both are called from the batch threads too."""
+        """`infer` answers a list of clips in order (a list of them: model instances that may run at once;
+        an instance may instead have `answer_clips`, as the function below, `alive` and `restart`, as a
+        ProcessInstance does);
+        `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every change of the queue's
+        length (a clip joining, a batch leaving); both are called from the batch threads too."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.instances = [infer] if callable(infer) else list(infer)
@@ -123,14 +124,25 @@ class MicroBatcher(Generic[T]):
         if self.on_depth is not None:
             self.on_depth(len(self._pending))
 
-    def _serve(self, infer: Callable) -> None:
+    def _serve(self, infer: Any) -> None:
         """One instance's thread: gather a batch, answer it, hand the answers to the event loop; again."""
         assert self._loop is not None
+        answer = getattr(infer, "answer_clips", None)  # an instance in its own process answers whole batches
         while (batch := self._next_batch()) is not None:
             batch = [item for item in batch if not item.abandoned]
-            if batch:
-                outcomes = self._answer(batch, infer)
-                self._loop.call_soon_threadsafe(_settle_batch, batch, outcomes)
+            if not batch:
+                continue
+            clips = [item.clip for item in batch]
+            try:
+                outcomes, calls = answer(clips) if answer is not None else answer_clips(clips, infer)
+            except Exception as error:  # the instance itself failed (its process died)
+                outcomes, calls = [(None, error)] * len(batch), []
+            if self.on_batch is not None:
+                for size, seconds in calls:
+                    self.on_batch(size, seconds)
+            self._loop.call_soon_threadsafe(_settle_batch, batch, outcomes)
+            if not getattr(infer, "alive", True) and not infer.restart():
+                return  # could not be started again: the other instances carry on; not `running` any more
 
     def _next_batch(self) -> list[_Item] | None:
         """The next batch: the first clip to come, and whatever joins within `max_wait_s` of it, up to
@@ -153,43 +165,47 @@ class MicroBatcher(Generic[T]):
             self._report_depth()
             return batch
 
-    def _answer(self, batch: list[_Item], infer: Callable) -> list[Outcome]:
-        """(answer, error) per item, on the batch's thread: each clip made, then one model call."""
-        outcomes: list[Outcome] = [(None, None)] * len(batch)
-        ready = []
-        for index, item in enumerate(batch):
-            if callable(item.clip):
-                try:
-                    item.clip = item.clip()
-                except Exception as error:
-                    outcomes[index] = (None, error)
-                    continue
-            ready.append(index)
-        try:
-            results = self._timed(infer, [batch[i].clip for i in ready])
-        except Exception as error:
-            if len(ready) == 1:
-                outcomes[ready[0]] = (None, error)
-                return outcomes
-            for index in ready:  # find the culprit: everyone else still gets an answer
-                try:
-                    (result,) = self._timed(infer, [batch[index].clip])
-                    outcomes[index] = (result, None)
-                except Exception as item_error:
-                    outcomes[index] = (None, item_error)
-            return outcomes
-        for index, result in zip(ready, results, strict=True):
-            outcomes[index] = (result, None)
-        return outcomes
 
-    def _timed(self, infer: Callable, clips: list) -> Sequence[T]:
-        if not clips:
-            return []
+def answer_clips(clips: list[Clip], infer: Callable) -> tuple[list[Outcome], list[tuple[int, float]]]:
+    """(answer, error) per clip, and (size, seconds) of each model call: each clip made, then one model
+    call; if that fails as a whole, each clip alone, so one bad input fails only its own request."""
+    calls: list[tuple[int, float]] = []
+
+    def timed(batch: list) -> Sequence:
         started = time.perf_counter()
-        results = infer(clips)
-        if self.on_batch is not None:
-            self.on_batch(len(clips), time.perf_counter() - started)
+        results = infer(batch)
+        calls.append((len(batch), time.perf_counter() - started))
         return results
+
+    outcomes: list[Outcome] = [(None, None)] * len(clips)
+    ready, samples = [], []
+    for index, clip in enumerate(clips):
+        if callable(clip):
+            try:
+                clip = clip()
+            except Exception as error:
+                outcomes[index] = (None, error)
+                continue
+        ready.append(index)
+        samples.append(clip)
+    if not ready:
+        return outcomes, calls
+    try:
+        results = timed(samples)
+    except Exception as error:
+        if len(ready) == 1:
+            outcomes[ready[0]] = (None, error)
+            return outcomes, calls
+        for index, clip in zip(ready, samples, strict=True):  # find the culprit: everyone else still gets an answer
+            try:
+                (result,) = timed([clip])
+                outcomes[index] = (result, None)
+            except Exception as item_error:
+                outcomes[index] = (None, item_error)
+        return outcomes, calls
+    for index, result in zip(ready, results, strict=True):
+        outcomes[index] = (result, None)
+    return outcomes, calls
 
 
 def _settle_batch(batch: list[_Item], outcomes: list[Outcome]) -> None:
