@@ -119,7 +119,10 @@ def test_timeout_is_a_504(service, write_clip):
         assert client.get("/healthz").status_code == 200
 
 
-def test_concurrent_good_and_bad_requests_are_batched_and_answered_individually(service, tiny_bundle, write_clip):
+@pytest.mark.parametrize("instances", [1, 2])  # 2: each instance in its own process, decoding there
+def test_concurrent_good_and_bad_requests_are_batched_and_answered_individually(
+    service, tiny_bundle, write_clip, instances
+):
     clips = [write_clip(f"{i}.wav", seconds=0.5 + 0.1 * i, seed=i) for i in range(12)]
     with EmotionRecognizer.load(tiny_bundle("wavlm")) as recognizer:
         expected = [recognizer.predict(c) for c in clips]
@@ -132,7 +135,7 @@ def test_concurrent_good_and_bad_requests_are_batched_and_answered_individually(
             requests += [client.post("/v1/predict", content=b, headers={"content-type": "audio/wav"}) for b in bad]
             return await asyncio.gather(*requests)
 
-    with service(max_batch=8, max_wait_ms=50) as client:
+    with service(max_batch=8, max_wait_ms=50, instances=instances) as client:
         responses = asyncio.run(load(str(client.base_url)))
         metrics = client.get("/metrics").text
     good, failed = responses[: len(bodies)], responses[len(bodies) :]

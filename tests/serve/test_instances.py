@@ -11,11 +11,10 @@ from functools import partial
 import numpy as np
 import pytest
 
-from ser.audio import load_audio
+from ser.audio import AudioError, load_audio
 from ser.bundle import BundleError
 from ser.runtime import EmotionRecognizer
 from ser.serve import ServeSettings
-from ser.serve.app import ApiError, _Refusing
 from ser.serve.instances import InstanceDied, ProcessInstance
 from tests.serve.conftest import running_service
 
@@ -36,8 +35,8 @@ def test_a_process_instance_answers_as_the_runtime_does_and_fails_only_the_bad_c
     try:
         clips = [
             samples,
-            _Refusing(partial(load_audio, wav, name="a.wav"), 400),  # decoded in the child
-            _Refusing(partial(load_audio, b"RIFF not audio", name="bad.wav"), 400),
+            partial(load_audio, wav, name="a.wav"),  # decoded in the child
+            partial(load_audio, b"RIFF not audio", name="bad.wav"),
         ]
         outcomes, calls = instance.answer_clips(clips)
     finally:
@@ -47,8 +46,7 @@ def test_a_process_instance_answers_as_the_runtime_does_and_fails_only_the_bad_c
         assert result.label == want.label
         assert result.scores == pytest.approx(want.scores, abs=1e-6)
     result, error = outcomes[2]
-    assert result is None and isinstance(error, ApiError)
-    assert error.status == 400 and "bad.wav" in error.message
+    assert result is None and isinstance(error, AudioError) and "bad.wav" in str(error)
     assert [size for size, _ in calls] == [2]  # one model call for the two good clips
 
 

@@ -2,6 +2,8 @@
 as the Triton tests speak to a real Triton: one client for either server."""
 
 import io
+import json
+import struct
 
 import numpy as np
 import pytest
@@ -70,10 +72,11 @@ def test_health_metadata_and_inference_through_tritonclient(service, tiny_bundle
                                    atol=1e-5)  # fmt: skip
 
 
-def test_bad_requests_get_the_protocols_error_form(service):
+@pytest.mark.parametrize("instances", [1, 2])
+def test_bad_requests_get_the_protocols_error_form(service, instances):
     from tritonclient.utils import InferenceServerException
 
-    with service() as client:
+    with service(instances=instances) as client:
         triton = _client(client)
         with pytest.raises(InferenceServerException, match="outside 4000-384000 Hz"):
             triton.infer("wavlm", _files([wav_claiming_rate(1)]))
@@ -87,6 +90,12 @@ def test_bad_requests_get_the_protocols_error_form(service):
         cut = client.post("/v2/models/wavlm/infer", content=b'{"inputs": []}xx',
                           headers={"inference-header-content-length": "99"})  # fmt: skip
         ok = triton.infer("wavlm", _files([_wav(1.0, 1)]))
+        element = wav_claiming_rate(1)
+        header = json.dumps({"inputs": [{"name": "AUDIO_FILE", "shape": [1, 1], "datatype": "BYTES",
+                                         "parameters": {"binary_data_size": len(element) + 4}}]}).encode()  # fmt: skip
+        undecodable = client.post("/v2/models/wavlm/infer", content=header + struct.pack("<I", len(element)) + element,
+                                  headers={"inference-header-content-length": str(len(header))})  # fmt: skip
+    assert undecodable.status_code == 400 and "outside 4000-384000 Hz" in undecodable.json()["error"]
     assert raw.status_code == 400 and "not JSON" in raw.json()["error"]
     assert cut.status_code == 400 and "not a length within" in cut.json()["error"]
     assert ok.as_numpy("SCORES").shape == (1, 7)

@@ -22,7 +22,8 @@ from ser.runtime.recognizer import BACKENDS
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=5.0, show_default=True, help="Wait for company.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Processes, each a model.")
 @click.option("--instances", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Model copies per worker running batches at once (small models: more throughput).")  # fmt: skip
+              help="Model copies per worker running batches at once, each in its own process when more than one "
+                   "(small models: more throughput).")  # fmt: skip
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads per model instance. Default: the runtime's, or the CPUs shared out.")  # fmt: skip
 @click.option("--backend", type=click.Choice(BACKENDS), default="auto", show_default=True, help="As ser-infer's.")

@@ -80,9 +80,6 @@ class ApiError(Exception):
         super().__init__(message)
         self.status, self.message = status, message
 
-    def __reduce__(self) -> tuple:  # raised in an instance's process, answered by the server's
-        return ApiError, (self.status, self.message)
-
 
 class _Answer(BaseModel):
     """A categorical bundle answers label, canonical and scores; a dimensional one answers dimensions
@@ -215,10 +212,11 @@ class _Service:
             raise ApiError(404, f"no model {name!r}; this server has {loaded.name!r}")
         return loaded
 
-    async def answer(self, clips: Sequence[Clip]) -> list[Prediction]:
-        """Answers for `clips` (samples, or the calls that decode them on the batch's thread), submitted
+    async def answer(self, clips: Sequence[Clip], bad_audio: int = 422) -> list[Prediction]:
+        """Answers for `clips` (samples, or the calls that decode them where the batch runs), submitted
         at most a batch at a time so a long timeline neither fills the queue nor runs into the timeout,
-        which applies to each batch's wait."""
+        which applies to each batch's wait. A clip that does not decode, or whose answer is not finite, is
+        the request's `bad_audio` (the route's status for it)."""
         batcher, settings = self.model().batcher, self.settings
         answers: list[Prediction] = []
         for start in range(0, len(clips), settings.max_batch):
@@ -231,8 +229,8 @@ class _Service:
                         answers += await asyncio.gather(*(batcher.submit(c) for c in chunk))
             except QueueFullError as e:
                 raise ApiError(503, str(e)) from None
-            except AudioError as e:  # the model's answer for this clip was not finite
-                raise ApiError(422, str(e)) from None
+            except AudioError as e:  # a clip that did not decode, or the model's answer was not finite
+                raise ApiError(bad_audio, str(e)) from None
             except InstanceDied as e:
                 raise ApiError(503, str(e)) from None
             except TimeoutError:
@@ -297,8 +295,8 @@ def _v1_routes(app: FastAPI, service: _Service) -> None:
         """The emotion of one clip: its label and scores, or its dimensions, as the bundle answers."""
         service.model()
         data, name = await _read_upload(request, settings)
-        decode = _Refusing(partial(load_audio, data, name=name, max_seconds=settings.max_seconds), 422)
-        (prediction,) = await service.answer(await _decoded_where_cheap(len(data), [decode]))
+        decode = partial(load_audio, data, name=name, max_seconds=settings.max_seconds)
+        (prediction,) = await service.answer(await _decoded_where_cheap(len(data), [decode], 422))
         return JSONResponse(prediction.to_dict())
 
     @app.post("/v1/timeline", response_model=TimelineResponse, openapi_extra=_AUDIO_BODY, responses=_ERRORS)
@@ -411,8 +409,7 @@ class InferRoute:
                 decoders = oip.clip_decoders(tensors, service.settings.max_seconds)
             except (v2.ProtocolError, AudioError) as e:
                 raise ApiError(400, str(e)) from None
-            decoders = [_Refusing(decode, 400) for decode in decoders]
-            predictions = await service.answer(await _decoded_where_cheap(len(body), decoders))
+            predictions = await service.answer(await _decoded_where_cheap(len(body), decoders, 400), bad_audio=400)
             outputs = oip.output_tensors(predictions, model.answer)
             return 200, _json(v2.infer_response(name, header, outputs))
         except ApiError as e:
@@ -499,27 +496,16 @@ async def _read_upload(request: Request, settings: ServeSettings) -> tuple[bytes
         raise ApiError(408, f"the request body did not arrive within {settings.body_timeout_s:g} s") from None
 
 
-async def _decoded_where_cheap(size: int, decoders: list[Callable[[], np.ndarray]]) -> list[Clip]:
-    """The decode calls themselves, for the batch's thread to run, if the body of `size` bytes is small;
-    else the clips, decoded in the thread pool."""
+async def _decoded_where_cheap(size: int, decoders: list[Callable[[], np.ndarray]], bad_audio: int) -> list[Clip]:
+    """The decode calls themselves, for the batch to run (on its thread, or in its instance's process), if
+    the body of `size` bytes is small; else the clips, decoded in the thread pool (a file that does not
+    decode: `bad_audio`, the route's status for it)."""
     if size <= BATCH_THREAD_DECODE_BYTES:
         return list(decoders)
-    return await run_in_threadpool(lambda: [decode() for decode in decoders])
-
-
-@dataclass(frozen=True)
-class _Refusing:
-    """`decode` with its AudioError turned into the request's answer `status` (it runs where the batch
-    runs, a batch thread or an instance's process, so the error reaches the request through the batcher)."""
-
-    decode: Callable[[], np.ndarray]
-    status: int
-
-    def __call__(self) -> np.ndarray:
-        try:
-            return self.decode()
-        except AudioError as e:
-            raise ApiError(self.status, str(e)) from None
+    try:
+        return await run_in_threadpool(lambda: [decode() for decode in decoders])
+    except AudioError as e:
+        raise ApiError(bad_audio, str(e)) from None
 
 
 async def _read_body(request: Request, settings: ServeSettings) -> tuple[bytes, str]:

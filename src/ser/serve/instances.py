@@ -15,6 +15,7 @@ import contextlib
 import logging
 import multiprocessing
 import pickle
+import signal
 import threading
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -142,6 +143,7 @@ def _serve(conn: Connection, bundle: str, backend: str, threads: int | None, str
     told to stop (None)."""
     from ser.runtime.recognizer import EmotionRecognizer
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops us itself
     try:
         recognizer = EmotionRecognizer.load(bundle, backend, threads, strict_cpu)
         recognizer.classify(warmup)
