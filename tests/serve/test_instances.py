@@ -83,7 +83,7 @@ def test_a_killed_instance_fails_its_batch_with_503_then_answers_again(service, 
         assert client.get("/readyz").status_code == 200
 
 
-def test_an_instance_that_cannot_start_again_leaves_the_service_not_ready_but_answering(
+def test_instances_that_cannot_start_again_leave_the_service_not_ready_and_refusing_once_none_is_left(
     tmp_path, tiny_bundle, write_clip
 ):
     bundle = shutil.copytree(tiny_bundle("wavlm"), tmp_path / "wavlm")
@@ -101,6 +101,18 @@ def test_an_instance_that_cannot_start_again_leaves_the_service_not_ready_but_an
             time.sleep(0.1)
         assert client.get("/readyz").status_code == 503
         assert client.post("/v1/predict", content=wav, headers=headers).status_code == 200
+        (last,) = _children()  # and the last one too: every request is then refused at once, not left to time out
+        os.kill(last.pid, signal.SIGKILL)
+        last.join(timeout=10)
+        assert client.post("/v1/predict", content=wav, headers=headers).status_code == 503  # its batch
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            refused = client.post("/v1/predict", content=wav, headers=headers)
+            if "no model instance is running" in refused.text:
+                break
+            time.sleep(0.1)
+        assert refused.status_code == 503 and "no model instance is running" in refused.json()["error"]["message"]
+        assert client.get("/healthz").status_code == 200
 
 
 def test_instance_died_is_raised_for_a_dead_child(tiny_bundle):

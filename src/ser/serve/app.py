@@ -32,7 +32,7 @@ from ser.bundle import Bundle
 from ser.runtime import oip
 from ser.runtime.recognizer import EmotionRecognizer, Prediction, window_bounds
 from ser.serve import v2
-from ser.serve.batcher import Clip, MicroBatcher, QueueFullError
+from ser.serve.batcher import Clip, MicroBatcher, NoInstanceError, QueueFullError
 from ser.serve.instances import InstanceDied, ProcessInstance
 from ser.serve.metrics import ObserveRequests, ServiceMetrics
 
@@ -171,7 +171,7 @@ class _Service:
         else:  # each in its own process, as Triton's Python backend runs its instance group
             instances = await run_in_threadpool(ProcessInstance.start_all, settings.instances, *load, warm)
             infers = instances
-            bundle, cpu_warning = await run_in_threadpool(Bundle.load, settings.bundle), instances[0].cpu_warning
+            bundle, cpu_warning = instances[0].bundle, instances[0].cpu_warning  # as its child verified it
         batcher: MicroBatcher[Prediction] = MicroBatcher(
             infers,
             settings.max_batch,
@@ -227,7 +227,7 @@ class _Service:
                         answers.append(await batcher.submit(chunk[0]))
                     else:
                         answers += await asyncio.gather(*(batcher.submit(c) for c in chunk))
-            except QueueFullError as e:
+            except (QueueFullError, NoInstanceError) as e:
                 raise ApiError(503, str(e)) from None
             except AudioError as e:  # a clip that did not decode, or the model's answer was not finite
                 raise ApiError(bad_audio, str(e)) from None

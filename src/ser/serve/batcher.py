@@ -30,7 +30,14 @@ class QueueFullError(RuntimeError):
     """More requests are waiting than the service is configured to hold."""
 
 
-Clip = np.ndarray | Callable[[], np.ndarray]  # samples, or how to make them (on the batch's thread)
+class NoInstanceError(RuntimeError):
+    """Every model instance has stopped for good (its process died and could not be started again)."""
+
+
+NO_INSTANCE = "no model instance is running: each has exited and could not be started again"
+
+
+Clip = np.ndarray | Callable[[], np.ndarray]  # samples, or how to make them (where its batch runs)
 Outcome = tuple[object, BaseException | None]  # (answer, error) of one item
 Infer = Callable[[Sequence[np.ndarray]], Sequence]  # a model instance: clips' samples → their answers, in order
 
@@ -54,9 +61,9 @@ class MicroBatcher(Generic[T]):
     ):
         """`infer` answers a list of clips in order (a list of them: model instances that may run at once;
         an instance may instead have `answer_clips`, as the function below, `alive` and `restart`, as a
-        ProcessInstance does);
-        `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every change of the queue's
-        length (a clip joining, a batch leaving); both are called from the batch threads too."""
+        ProcessInstance does); `on_batch(size, seconds)` observes each model call and `on_depth(clips)` every
+        change of the queue's length (a clip joining, a batch leaving); both are called from the batch threads
+        too."""
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
         self.instances = [infer] if callable(infer) else list(infer)
@@ -68,6 +75,7 @@ class MicroBatcher(Generic[T]):
         self._arrived = threading.Condition()  # guards _pending and _stopping; notified as clips join
         self._filling = threading.Lock()  # held by the one instance gathering the next batch
         self._stopping = False
+        self._serving = 0  # instance threads still taking batches (guarded by _arrived)
         self._threads: list[threading.Thread] = []
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -81,6 +89,7 @@ class MicroBatcher(Generic[T]):
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._serving = len(self.instances)
         self._threads = [
             threading.Thread(target=self._serve, args=(infer,), name=f"ser-batch-{index}", daemon=True)
             for index, infer in enumerate(self.instances)
@@ -108,6 +117,8 @@ class MicroBatcher(Generic[T]):
         with self._arrived:
             if self._stopping:
                 raise RuntimeError("the service is shutting down")
+            if self._threads and not self._serving:
+                raise NoInstanceError(NO_INSTANCE)
             if len(self._pending) >= self.max_queue:
                 raise QueueFullError(f"{self.max_queue} requests are already waiting; retry later")
             self._pending.append(item)
@@ -142,7 +153,21 @@ class MicroBatcher(Generic[T]):
                     self.on_batch(size, seconds)
             self._loop.call_soon_threadsafe(_settle_batch, batch, outcomes)
             if not getattr(infer, "alive", True) and not infer.restart():
-                return  # could not be started again: the other instances carry on; not `running` any more
+                self._give_up()  # could not be started again: the other instances carry on; not `running` any more
+                return
+
+    def _give_up(self) -> None:
+        """This instance's thread stops taking batches; if it was the last, every queued clip fails now
+        (and every later one at once, in `submit`) rather than waiting out its timeout."""
+        assert self._loop is not None
+        with self._arrived:
+            self._serving -= 1
+            if self._serving:
+                return
+            left = list(self._pending)
+            self._pending.clear()
+            self._report_depth()
+        self._loop.call_soon_threadsafe(_settle_batch, left, [(None, NoInstanceError(NO_INSTANCE))] * len(left))
 
     def _next_batch(self) -> list[_Item] | None:
         """The next batch: the first clip to come, and whatever joins within `max_wait_s` of it, up to

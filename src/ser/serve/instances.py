@@ -6,7 +6,7 @@ sent over a pipe — the uploads' bytes with the calls that decode them, so deco
 while the server's thread for it only sends and waits with the lock released (benchmarks/RESULTS.md).
 A child that dies fails the batch it held (or was sent) and is started again by its batch thread, while the
 other instances carry the load; one that cannot be started again stops its thread, and the service reports
-not ready.
+not ready (once none is left, requests are refused at once: 503).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ser.bundle import Bundle
 from ser.serve.batcher import Clip, Outcome, answer_clips
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ProcessInstance:
     ):
         """Start the child; `wait_ready` waits for it."""
         self.name = name
+        self.bundle: Bundle | None = None  # as the child loaded and verified it, once ready
         self.cpu_warning: str | None = None  # as the child's recognizer says, once ready
         self._args = (str(bundle), backend, threads, strict_cpu, list(warmup))
         self._lock = threading.Lock()  # one batch at a time on the pipe
@@ -80,7 +82,7 @@ class ProcessInstance:
     def wait_ready(self) -> None:
         if not self._conn.poll(STARTUP_S):
             raise RuntimeError(f"{self.name}: not ready within {STARTUP_S:g} s")
-        self.cpu_warning = self._receive()
+        self.bundle, self.cpu_warning = self._receive()
 
     def answer_clips(self, clips: list[Clip]) -> tuple[list[Outcome], list[tuple[int, float]]]:
         with self._lock:
@@ -139,8 +141,8 @@ def _portable(outcomes: list[Outcome]) -> list[Outcome]:
 
 
 def _serve(conn: Connection, bundle: str, backend: str, threads: int | None, strict_cpu: bool, warmup: list) -> None:
-    """The child: load and warm up (answering its CPU warning, or its error), then answer each batch until
-    told to stop (None)."""
+    """The child: load and warm up (answering with the verified bundle and its CPU warning, or its error), then
+    answer each batch until told to stop (None)."""
     from ser.runtime.recognizer import EmotionRecognizer
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops us itself
@@ -150,7 +152,7 @@ def _serve(conn: Connection, bundle: str, backend: str, threads: int | None, str
     except Exception as error:
         conn.send((False, _portable([(None, error)])[0][1]))
         return
-    conn.send((True, recognizer.cpu_warning))
+    conn.send((True, (recognizer.bundle, recognizer.cpu_warning)))
     while (clips := conn.recv()) is not None:
         outcomes, calls = answer_clips(clips, recognizer.classify)
         conn.send((True, (_portable(outcomes), calls)))
