@@ -238,9 +238,25 @@ class _Service:
         return answers
 
 
-def create_app(settings: ServeSettings) -> FastAPI:
+class ServeApp(FastAPI):
+    """FastAPI, but POST /v2/models/{name}/infer, the route a client calls under load, goes straight to
+    InferRoute (counted by ObserveRequests) ahead of FastAPI's own middleware (server errors, telemetry,
+    body limit), its exception middleware, router and request handler. Profiled under load on a small
+    model, those layers held over a third of the event loop's busy time (benchmarks/RESULTS.md); InferRoute
+    catches its own errors and answers them as every /v2 route does."""
+
+    infer: Any = None  # set by create_app: the infer route's ASGI callable
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and InferRoute.model_name(scope["path"]):
+            await self.infer(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(settings: ServeSettings) -> ServeApp:
     service = _Service(settings)
-    app = FastAPI(
+    app = ServeApp(
         title="ser",
         summary="Speech emotion recognition: the label and the seven scores for a clip, or per window of a recording.",
         version=_version(),
@@ -248,8 +264,8 @@ def create_app(settings: ServeSettings) -> FastAPI:
     )
     _handle_errors(app)
 
-    app.add_middleware(InferRoute, service=service)
-    app.add_middleware(ObserveRequests, metrics=service.metrics)  # outermost of the two: it counts both
+    app.infer = ObserveRequests(InferRoute(service), metrics=service.metrics)
+    app.add_middleware(ObserveRequests, metrics=service.metrics)
     _document_infer(app)
 
     _v1_routes(app, service)
@@ -365,12 +381,9 @@ def _v2_routes(app: FastAPI, service: _Service) -> None:
 
 
 class InferRoute:
-    """POST /v2/models/{name}/infer, the route a client calls under load, answered in plain ASGI ahead of
-    FastAPI's exception middleware, router and request handler: profiled under load on a small model, those
-    layers held a third of the event loop's busy time, and answering here cut its CPU per request by a
-    quarter (benchmarks/RESULTS.md). Its answers and errors are the Open Inference Protocol's, as every /v2
-    route gives them; all other requests go on to FastAPI. It stands as the route in the request's scope, so
-    the metrics label it by `path`."""
+    """POST /v2/models/{name}/infer in plain ASGI (ServeApp routes it here). Its answers and errors are
+    the Open Inference Protocol's, as every /v2 route gives them. It stands as the route in the request's
+    scope, so the metrics label it by `path`."""
 
     path = "/v2/models/{name}/infer"
     DESCRIPTION = (
@@ -378,15 +391,19 @@ class InferRoute:
         "dimensional bundle; EMBEDDING where it has one); clips join the same micro-batcher as /v1."
     )
 
-    def __init__(self, app: Any, service: _Service):
-        self.app, self.service = app, service
+    def __init__(self, service: _Service):
+        self.service = service
+
+    @staticmethod
+    def model_name(path: str) -> str:
+        """The model's name if `path` is an infer route's, else ''."""
+        if not (path.startswith("/v2/models/") and path.endswith("/infer")):
+            return ""
+        name = path[len("/v2/models/") : -len("/infer")]
+        return "" if "/" in name else name
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        path = scope.get("path", "") if scope["type"] == "http" else ""
-        name = path.removeprefix("/v2/models/").removesuffix("/infer")
-        if not (path.startswith("/v2/models/") and path.endswith("/infer")) or not name or "/" in name:
-            await self.app(scope, receive, send)
-            return
+        name = self.model_name(scope["path"])
         scope["route"] = self
         extra: list[tuple[bytes, bytes]] = []
         if scope["method"] == "POST":
@@ -568,6 +585,6 @@ def _version() -> str:
     return __version__
 
 
-def app_from_environment() -> FastAPI:
+def app_from_environment() -> ServeApp:
     """Factory for uvicorn worker processes: the settings come in SER_SERVE_SETTINGS."""
     return create_app(ServeSettings(**json.loads(os.environ[SETTINGS_ENV])))
