@@ -12,7 +12,8 @@ still up at the end.
 Attacks (the hostile-input issue's list): a WAV claiming 1 Hz; a FLAC claiming 2^36 samples; float
 samples near ±3.4e38 (predict and timeline); 79,201 timeline windows, a 0.00001 s hop, NaN
 parameters; 20 idle connections that never send a byte; a body sent at 1 byte/s; a request head of
-64 KiB; a client that disconnects mid-body; a malformed multipart body.
+64 KiB; a client that disconnects mid-body; a malformed multipart body; an Open Inference Protocol
+tensor whose shape claims 2^64 elements (numpy's 64-bit product wraps that to 0) in 0 bytes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.hostile import flac_claiming_frames, float_wav, wav_claiming_rate
 
 from ser.audio import SAMPLE_RATE
 from ser.bench.environment import cpu_info
+from ser.bundle import Bundle
 from ser.data.signals import synthetic_voice
 
 WAV = {"content-type": "audio/wav"}
@@ -75,16 +77,20 @@ def raw_exchange(port: int, payload: bytes, trickle: float = 0.0, close_after: f
     return line or f"closed by server after {time.monotonic() - started:.1f} s"
 
 
-def attacks(url: str, port: int, good: bytes) -> dict:
+def attacks(url: str, port: int, good: bytes, model: str) -> dict:
     """name → a function doing that attack once and returning what it got (a status or a description)."""
+    huge = json.dumps({"inputs": [{"name": "AUDIO", "shape": [2**32, 2**32], "datatype": "FP32",
+                                   "parameters": {"binary_data_size": 0}}]}).encode()  # fmt: skip
     ten_seconds = wav_bytes(10.0, seed=1)
     head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {len(good)}\r\n\r\n"
     padded_head = head.encode()[:-2] + b"X-Pad: " + b"a" * (64 << 10) + b"\r\n\r\n"
 
     def post(path: str, content: bytes, params: dict | None = None, headers: dict | None = None) -> str:
         response = httpx.post(url + path, content=content, params=params, headers=headers or WAV, timeout=60)
-        nan = response.status_code == 200 and not all(
-            isinstance(v, float) and math.isfinite(v) for v in response.json()["scores"].values()
+        nan = (
+            response.status_code == 200
+            and path.startswith("/v1")
+            and not all(isinstance(v, float) and math.isfinite(v) for v in response.json()["scores"].values())
         )
         return f"{response.status_code}{' NaN' if nan else ''}"
 
@@ -105,6 +111,9 @@ def attacks(url: str, port: int, good: bytes) -> dict:
         "79,201 windows": lambda: post("/v1/timeline", ten_seconds, {"window_s": 0.1, "hop_s": 0.0001}),
         "hop 0.00001 s": lambda: post("/v1/timeline", ten_seconds, {"window_s": 0.1, "hop_s": 0.00001}),
         "NaN window": lambda: post("/v1/timeline", ten_seconds, {"window_s": "nan"}),
+        "infer tensor of 2^64 elements in 0 bytes": lambda: post(
+            f"/v2/models/{model}/infer", huge, headers={"inference-header-content-length": str(len(huge))}
+        ),
         "malformed multipart": lambda: post(
             "/v1/predict", multipart, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
         ),
@@ -149,7 +158,7 @@ def main() -> None:
             time.sleep(0.2)
 
     good = wav_bytes(1.0)
-    kinds = attacks(url, port, good)
+    kinds = attacks(url, port, good, Bundle.load(args.bundle).manifest.model.name)
     results: dict[str, Counter] = {name: Counter() for name in kinds}
     helpers = [threading.Thread(target=f, daemon=True) for f in (probe, sample)]
     for t in helpers:

@@ -95,8 +95,13 @@ def test_bad_requests_get_the_protocols_error_form(service, instances):
                                          "parameters": {"binary_data_size": len(element) + 4}}]}).encode()  # fmt: skip
         undecodable = client.post("/v2/models/wavlm/infer", content=header + struct.pack("<I", len(element)) + element,
                                   headers={"inference-header-content-length": str(len(header))})  # fmt: skip
+        huge = json.dumps({"inputs": [{"name": "AUDIO", "shape": [2**32, 2**32], "datatype": "FP32",
+                                       "parameters": {"binary_data_size": 0}}]}).encode()  # fmt: skip
+        overflowing = client.post("/v2/models/wavlm/infer", content=huge,  # 2**64 elements in 0 bytes
+                                  headers={"inference-header-content-length": str(len(huge))})  # fmt: skip
     assert undecodable.status_code == 400 and "outside 4000-384000 Hz" in undecodable.json()["error"]
     assert raw.status_code == 400 and "not JSON" in raw.json()["error"]
+    assert overflowing.status_code == 400 and "0 bytes of FP32 for shape" in overflowing.json()["error"]
     assert cut.status_code == 400 and "not a length within" in cut.json()["error"]
     assert ok.as_numpy("SCORES").shape == (1, 7)
 

@@ -10,6 +10,7 @@ way to send AUDIO_FILE. Answers are JSON. Tensors: ser.runtime.oip.
 from __future__ import annotations
 
 import json
+import math
 import struct
 from typing import Any
 
@@ -58,7 +59,9 @@ def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict[st
 
 
 def _count(shape: list[int]) -> int:
-    return int(np.prod(shape)) if shape else 1
+    """Elements in `shape`, exactly: numpy's product wraps around in 64 bits, so a claimed shape of
+    [2**32, 2**32] would count as 0 elements and pass for an empty tensor."""
+    return math.prod(shape)
 
 
 def _from_binary(name: str, datatype: Any, shape: list[int], data: bytes) -> np.ndarray:
