@@ -128,3 +128,42 @@ def test_instance_died_is_raised_for_a_dead_child(tiny_bundle):
         assert outcomes[0][1] is None
     finally:
         instance.close()
+
+
+def test_a_hung_child_is_stopped_after_hang_s_and_started_again(tiny_bundle):
+    (instance,) = ProcessInstance.start_all(1, tiny_bundle("wavlm"), "auto", 1, False, WARMUP, hang_s=1.0)
+    try:
+        hung = instance._process.pid
+        os.kill(hung, signal.SIGSTOP)  # alive, but answers nothing
+        started = time.monotonic()
+        with pytest.raises(InstanceDied, match="did not answer within 1 s"):
+            instance.answer_clips([WARMUP[0]])
+        assert 1.0 <= time.monotonic() - started < 15
+        assert not instance.alive
+        assert instance.restart() and instance._process.pid != hung
+        outcomes, _ = instance.answer_clips([WARMUP[0]])
+        assert outcomes[0][1] is None
+    finally:
+        instance.close()
+
+
+def test_a_hung_instance_costs_its_batch_a_504_and_is_replaced_while_the_other_answers(service, write_clip):
+    wav = write_clip("a.wav", seconds=1.0).read_bytes()
+    headers = {"content-type": "audio/wav"}
+    with service(instances=2, timeout_s=1.0) as client:  # a batch unanswered for 2 s: its child is hung
+        assert client.post("/v1/predict", content=wav, headers=headers).status_code == 200
+        (victim, *_) = _children()
+        hung = victim.pid
+        os.kill(hung, signal.SIGSTOP)
+        statuses = [client.post("/v1/predict", content=wav, headers=headers).status_code for _ in range(8)]
+        assert statuses.count(504) <= 1 and statuses.count(200) == len(statuses) - statuses.count(504)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            alive = [p.pid for p in _children() if p.is_alive()]
+            if len(alive) == 2 and hung not in alive:
+                break
+            client.post("/v1/predict", content=wav, headers=headers)
+            time.sleep(0.1)
+        assert len(alive) == 2 and hung not in alive  # killed, and a new child in its place
+        assert all(client.post("/v1/predict", content=wav, headers=headers).status_code == 200 for _ in range(6))
+        assert client.get("/readyz").status_code == 200

@@ -169,7 +169,9 @@ class _Service:
             instances, infers = [recognizer], [recognizer.classify]
             bundle, cpu_warning = recognizer.bundle, recognizer.cpu_warning
         else:  # each in its own process, as Triton's Python backend runs its instance group
-            instances = await run_in_threadpool(ProcessInstance.start_all, settings.instances, *load, warm)
+            # a batch still unanswered at twice the requests' timeout has no one waiting: its child is hung
+            start = partial(ProcessInstance.start_all, hang_s=2 * settings.timeout_s)
+            instances = await run_in_threadpool(start, settings.instances, *load, warm)
             infers = instances
             bundle, cpu_warning = instances[0].bundle, instances[0].cpu_warning  # as its child verified it
         batcher: MicroBatcher[Prediction] = MicroBatcher(

@@ -6,7 +6,10 @@ sent over a pipe — the uploads' bytes with the calls that decode them, so deco
 while the server's thread for it only sends and waits with the lock released (benchmarks/RESULTS.md).
 A child that dies fails the batch it held (or was sent) and is started again by its batch thread, while the
 other instances carry the load; one that cannot be started again stops its thread, and the service reports
-not ready (once none is left, requests are refused at once: 503).
+not ready (once none is left, requests are refused at once: 503). A child that hangs (a deadlock in a native
+library, a stopped process) is killed once it has held a batch for `hang_s`, and then started again like one
+that died: without that its thread would wait on the pipe for good, the instance lost while /readyz still
+said ready.
 """
 
 from __future__ import annotations
@@ -46,9 +49,12 @@ class ProcessInstance:
         threads: int | None,
         strict_cpu: bool,
         warmup: Sequence[np.ndarray],
+        hang_s: float | None = None,
     ):
-        """Start the child; `wait_ready` waits for it."""
+        """Start the child; `wait_ready` waits for it. A batch unanswered after `hang_s` (None: no limit)
+        kills the child."""
         self.name = name
+        self.hang_s = hang_s
         self.bundle: Bundle | None = None  # as the child loaded and verified it, once ready
         self.cpu_warning: str | None = None  # as the child's recognizer says, once ready
         self._args = (str(bundle), backend, threads, strict_cpu, list(warmup))
@@ -56,10 +62,10 @@ class ProcessInstance:
         self._start()
 
     @classmethod
-    def start_all(cls, count: int, *args) -> list[ProcessInstance]:
+    def start_all(cls, count: int, *args, hang_s: float | None = None) -> list[ProcessInstance]:
         """`count` instances, loading side by side; the first child's error (a bundle it refuses, a CPU
         it may not run on) is raised, and every child stopped."""
-        instances = [cls(f"model instance {index}", *args) for index in range(count)]
+        instances = [cls(f"model instance {index}", *args, hang_s=hang_s) for index in range(count)]
         try:
             for instance in instances:
                 instance.wait_ready()
@@ -90,6 +96,10 @@ class ProcessInstance:
                 self._conn.send(clips)
             except OSError:
                 raise self._died() from None
+            if self.hang_s is not None and not self._conn.poll(self.hang_s):
+                self._process.kill()
+                self._process.join(timeout=10)
+                raise InstanceDied(f"{self.name} did not answer within {self.hang_s:g} s and was stopped; retry")
             return self._receive()
 
     def restart(self) -> bool:
