@@ -150,7 +150,7 @@ def test_a_hung_child_is_stopped_after_hang_s_and_started_again(tiny_bundle):
 def test_a_hung_instance_costs_its_batch_a_504_and_is_replaced_while_the_other_answers(service, write_clip):
     wav = write_clip("a.wav", seconds=1.0).read_bytes()
     headers = {"content-type": "audio/wav"}
-    with service(instances=2, timeout_s=1.0) as client:  # a batch unanswered for 2 s: its child is hung
+    with service(instances=2, timeout_s=1.0) as client:  # a batch unanswered for 10 s (HUNG_AFTER_S): hung
         assert client.post("/v1/predict", content=wav, headers=headers).status_code == 200
         (victim, *_) = _children()
         hung = victim.pid

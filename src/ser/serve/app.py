@@ -44,6 +44,7 @@ WARMUP_SECONDS = 2
 # or two), saving a thread hand-off; a larger one (a minute of 44.1 kHz FLAC decodes in ~0.2 s) in the
 # thread pool, so it never holds up the batch it would join.
 BATCH_THREAD_DECODE_BYTES = 256 * 1024
+HUNG_AFTER_S = 10.0  # the shortest time a model instance's process may hold a batch before it is killed
 
 
 @dataclass(frozen=True)
@@ -169,8 +170,11 @@ class _Service:
             instances, infers = [recognizer], [recognizer.classify]
             bundle, cpu_warning = recognizer.bundle, recognizer.cpu_warning
         else:  # each in its own process, as Triton's Python backend runs its instance group
-            # a batch still unanswered at twice the requests' timeout has no one waiting: its child is hung
-            start = partial(ProcessInstance.start_all, hang_s=2 * settings.timeout_s)
+            # A batch still unanswered at twice the requests' timeout has no one waiting: its child is hung.
+            # Never sooner than HUNG_AFTER_S: a reload costs seconds, and a slow batch under a short timeout
+            # is not a hang.
+            hang_s = max(2 * settings.timeout_s, HUNG_AFTER_S)
+            start = partial(ProcessInstance.start_all, hang_s=hang_s)
             instances = await run_in_threadpool(start, settings.instances, *load, warm)
             infers = instances
             bundle, cpu_warning = instances[0].bundle, instances[0].cpu_warning  # as its child verified it
