@@ -233,12 +233,10 @@ class _Service:
                         answers.append(await batcher.submit(chunk[0]))
                     else:
                         answers += await asyncio.gather(*(batcher.submit(c) for c in chunk))
-            except (QueueFullError, NoInstanceError) as e:
+            except (QueueFullError, NoInstanceError, InstanceDied) as e:
                 raise ApiError(503, str(e)) from None
             except AudioError as e:  # a clip that did not decode, or the model's answer was not finite
                 raise ApiError(bad_audio, str(e)) from None
-            except InstanceDied as e:
-                raise ApiError(503, str(e)) from None
             except TimeoutError:
                 raise ApiError(504, f"no answer within {settings.timeout_s} s; the service is overloaded") from None
         return answers
