@@ -1,10 +1,13 @@
 import io
+import struct
 
 import numpy as np
 import pytest
 import soundfile as sf
 
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
+from ser.data.signals import synthetic_voice
+from tests.hostile import wav_claiming_rate
 
 
 @pytest.mark.parametrize("name", ["clip.wav", "clip.flac", "clip.ogg", "clip.mp3"])
@@ -38,6 +41,48 @@ def test_bytes_and_arrays_equal_the_file(write_clip):
     np.testing.assert_array_equal(load_audio(path.read_bytes()), from_file)
     raw, rate = sf.read(path, dtype="int16")
     np.testing.assert_allclose(load_audio(raw, sample_rate=rate), from_file, atol=1e-4)
+
+
+def _pcm16_wav(channels: int, rate: int, list_chunk: bool = False, data_size: int | None = None) -> bytes:
+    """A 16-bit WAV as soundfile writes it; with a LIST chunk before its data (as many recorders write), or its
+    data chunk's size field set to `data_size` (a streamed WAV's 0xFFFFFFFF)."""
+    mono = synthetic_voice(rate // 2, seed=3)
+    samples = mono if channels == 1 else np.stack([mono, -0.5 * mono], axis=1)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, rate, format="WAV", subtype="PCM_16")
+    data = bytearray(buffer.getvalue())
+    at = data.index(b"data")
+    if data_size is not None:
+        data[at + 4 : at + 8] = struct.pack("<I", data_size)
+    if list_chunk:
+        data[at:at] = b"LIST" + struct.pack("<I", 16) + b"INFOISFT" + struct.pack("<I", 4) + b"ser\x00"
+        data[4:8] = struct.pack("<I", len(data) - 8)
+    return bytes(data)
+
+
+@pytest.mark.parametrize(("channels", "rate", "list_chunk"), [(1, 16_000, False), (2, 44_100, True), (1, 8_000, True)])
+def test_16_bit_wavs_decode_to_the_samples_soundfile_reads(channels, rate, list_chunk):
+    wav = _pcm16_wav(channels, rate, list_chunk)
+    samples, read_rate = sf.read(io.BytesIO(wav), dtype="float32")  # libsndfile's own decode
+    assert read_rate == rate
+    np.testing.assert_array_equal(load_audio(wav), load_audio(samples, sample_rate=rate))
+
+
+def test_16_bit_wavs_are_read_without_libsndfile_and_the_rest_with_it(monkeypatch, write_clip):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("soundfile was asked")
+
+    wav, flac, at_1_hz = write_clip("clip.wav"), write_clip("clip.flac"), wav_claiming_rate(1)
+    streamed = [_pcm16_wav(channels, 16_000, data_size=0xFFFFFFFF) for channels in (1, 2)]
+    for clip in streamed:
+        assert len(load_audio(clip)) == 8_000  # no length in its header: soundfile reads it to its end
+    monkeypatch.setattr(sf, "SoundFile", refuse)
+    assert len(load_audio(wav)) == SAMPLE_RATE  # the standard library's wave module
+    for source in (flac, *streamed):
+        with pytest.raises(AudioError, match="soundfile was asked"):
+            load_audio(source)
+    with pytest.raises(AudioError, match="a sample rate of 1 Hz is outside"):  # the same checks on this path
+        load_audio(at_1_hz)
 
 
 def _expect_error(source, *fragments, **kwargs):
