@@ -142,6 +142,12 @@ def _read_pcm16_wav(f: BinaryIO, name: str, max_seconds: float | None) -> tuple[
     (benchmarks/decode_speed.py), which a server decoding every upload spends per request. None, for soundfile
     to read, for anything else: other encodings, a streamed WAV without its length, whatever wave refuses.
     Run after `_check_wav_complete`, so the data chunk holds what it declares."""
+    head = f.read(36)
+    f.seek(0)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    if head[12:16] == b"fmt " and head[20:22] + head[34:36] != b"\x01\x00\x10\x00":
+        return None  # the usual first chunk says: not 16-bit PCM (float, 24-bit, extensible, ...)
     try:
         with wave.open(f) as reader:
             frames, channels, rate = reader.getnframes(), reader.getnchannels(), reader.getframerate()
