@@ -7,7 +7,7 @@ import soundfile as sf
 
 from ser.audio import MIN_SAMPLES, SAMPLE_RATE, AudioError, load_audio
 from ser.data.signals import synthetic_voice
-from tests.hostile import wav_claiming_rate
+from tests.hostile import float_wav, wav_claiming_rate
 
 
 @pytest.mark.parametrize("name", ["clip.wav", "clip.flac", "clip.ogg", "clip.mp3"])
@@ -72,13 +72,13 @@ def test_16_bit_wavs_are_read_without_libsndfile_and_the_rest_with_it(monkeypatc
     def refuse(*args, **kwargs):
         raise RuntimeError("soundfile was asked")
 
-    wav, flac, at_1_hz = write_clip("clip.wav"), write_clip("clip.flac"), wav_claiming_rate(1)
+    wav, flac, at_1_hz, floats = write_clip("clip.wav"), write_clip("clip.flac"), wav_claiming_rate(1), float_wav(0.5)
     streamed = [_pcm16_wav(channels, 16_000, data_size=0xFFFFFFFF) for channels in (1, 2)]
     for clip in streamed:
         assert len(load_audio(clip)) == 8_000  # no length in its header: soundfile reads it to its end
     monkeypatch.setattr(sf, "SoundFile", refuse)
     assert len(load_audio(wav)) == SAMPLE_RATE  # the standard library's wave module
-    for source in (flac, *streamed):
+    for source in (flac, floats, *streamed):
         with pytest.raises(AudioError, match="soundfile was asked"):
             load_audio(source)
     with pytest.raises(AudioError, match="a sample rate of 1 Hz is outside"):  # the same checks on this path
@@ -157,8 +157,6 @@ def test_file_rate_conflicting_with_argument(write_clip):
 
 @pytest.mark.parametrize("rate", [1, 3_999, 384_001, 4_000_000])
 def test_absurd_rates_are_refused_from_the_header(rate):
-    from tests.hostile import wav_claiming_rate
-
     data = wav_claiming_rate(rate)  # 32 KB, and at 1 Hz "16,000 s" that would resample to 256 M samples
     with pytest.raises(AudioError, match=rf"<bytes>: a sample rate of {rate} Hz is outside 4000-384000 Hz"):
         load_audio(data)
@@ -185,8 +183,6 @@ def test_the_duration_limit_is_read_from_the_header(write_clip):
 
 
 def test_samples_that_overflow_when_mixed_or_resampled_are_refused():
-    from tests.hostile import float_wav
-
     # near the float32 limit: finite as stored; mixing in float64 keeps it finite, resampling does not
     with pytest.raises(AudioError, match=r"contains (NaN|Inf) samples once resampled from 44100 Hz"):
         load_audio(float_wav(3.4e38, rate=44_100))
