@@ -33,6 +33,37 @@ def test_a_ragged_batch_answers_as_each_clip_alone(tiny_bundle, name):
             np.testing.assert_allclose(list(alone.scores.values()), list(answer.scores.values()), atol=1e-5)
 
 
+def _ragged_feeds(seconds: tuple[float, ...]) -> dict[str, np.ndarray]:
+    clips = [speech_like(s, seed=i) for i, s in enumerate(seconds)]
+    audio = np.zeros((len(clips), max(len(c) for c in clips)), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        audio[row, : len(clip)] = clip
+    return {"audio": audio, "lengths": np.array([len(c) for c in clips], dtype=np.int64)}
+
+
+@pytest.mark.parametrize("name", ["wavlm", "resnet18"])
+def test_a_repeated_shape_gets_a_compile_of_its_own_that_answers_as_onnxruntime_does(tiny_bundle, name):
+    from ser.runtime.onnxrt import OnnxRuntimeBackend
+    from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
+
+    bundle = Bundle.load(tiny_bundle(name))
+    ragged, other = _ragged_feeds((1.0, 0.4, 1.6)), _ragged_feeds((0.5,))
+    with OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        expected = backend.infer(ragged)["logits"]
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2, static_shapes=1) as backend:
+        answers = [backend.infer(ragged)["logits"] for _ in range(STATIC_AFTER + 1)]
+        assert backend.static_shapes_compiled == [((3, 25_600), (3,))]
+        for _ in range(STATIC_AFTER + 1):  # the one shape it may compile for is taken: this one stays dynamic
+            np.testing.assert_allclose(backend.infer(other)["logits"], backend.infer(other)["logits"], atol=0)
+        assert backend.static_shapes_compiled == [((3, 25_600), (3,))]
+    for logits in answers:  # the padded rows masked as before: the bundle's ragged-batch contract holds there too
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2, static_shapes=0) as backend:
+        for _ in range(STATIC_AFTER + 1):
+            backend.infer(ragged)
+        assert backend.static_shapes_compiled == []
+
+
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_checkpoint, synth_corpus, tmp_path_factory) -> Bundle:
     options = ExportOptions(

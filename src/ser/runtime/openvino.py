@@ -4,7 +4,9 @@ OpenVINO reads ONNX directly, ONNX Runtime's fused operators included (MultiHead
 SkipLayerNormalization), and runs a QDQ-quantized graph on its own INT8 kernels, so the same bundle runs on
 either engine with nothing converted or added to it. Inference precision is pinned to f32: on CPUs with
 AVX-512 BF16 or AMX OpenVINO's default would quietly compute an FP32 bundle in bfloat16. A QDQ graph is
-lowered first to the form OpenVINO's INT8 kernels are written for (`lower_qdq`). Its INT8 kernels are not
+lowered first to the form OpenVINO's INT8 kernels are written for (`lower_qdq`). An input shape that repeats
+(a benchmark, fixed windows, a steady batch) gets a compile of its own for that shape, which OpenVINO fuses
+further than the dynamic graph every other shape runs on (benchmarks/RESULTS.md). Its INT8 kernels are not
 ONNX Runtime's, so an INT8 bundle runs here as verified only where its gate judged this backend, and the
 gate judges it through this class (`ser.runtime.recognizer`, `ser.export.exporter`).
 """
@@ -12,6 +14,7 @@ gate judges it through this class (`ser.runtime.recognizer`, `ser.export.exporte
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,8 @@ import numpy as np
 
 from ser.bundle import EMBEDDING, LOGITS, TensorSpec
 from ser.runtime.base import Backend, BackendError
+
+log = logging.getLogger(__name__)
 
 
 def unavailable_reason() -> str | None:
@@ -112,16 +117,35 @@ def compile_for_cpu(model: Any, threads: int | None, perf_count: bool = False) -
     return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
 
 
+STATIC_SHAPES = 4  # shapes compiled for alone, per backend: each holds its own copy of the packed weights
+STATIC_AFTER = 2  # calls at a shape before it gets its own compile: a shape seen once may never come again
+_SEEN_LIMIT = 1024  # shapes counted at most (a service's ragged batches make new ones without end)
+
+
 class OpenVinoBackend(Backend):
-    """A bundle's `model.onnx` on OpenVINO's CPU plugin with `threads` threads (None: OpenVINO decides)."""
+    """A bundle's `model.onnx` on OpenVINO's CPU plugin with `threads` threads (None: OpenVINO decides).
+
+    One compile takes any shape. OpenVINO runs a graph of fixed shape faster (its elementwise chains become
+    one JIT kernel, fewer layout changes, no shape inference per call), so the first `static_shapes` input
+    shapes to be seen `STATIC_AFTER` times are compiled again for that shape alone and run there from then
+    on: the same graph and kernels, at the memory of another copy of the weights each (0 turns it off)."""
 
     name = "openvino-cpu"
 
-    def __init__(self, onnx_path: str | Path, input_spec: tuple[TensorSpec, ...], threads: int | None = None):
+    def __init__(
+        self,
+        onnx_path: str | Path,
+        input_spec: tuple[TensorSpec, ...],
+        threads: int | None = None,
+        static_shapes: int = STATIC_SHAPES,
+    ):
         super().__init__(input_spec)
         self.onnx_path = Path(onnx_path)
         self.threads = threads
+        self.static_shapes = static_shapes
         self._compiled: Any = None
+        self._static: dict[tuple, Any] = {}  # input shapes → the compile for them alone
+        self._seen: dict[tuple, int] = {}  # input shapes → calls so far, until compiled for
         self._outputs: list[str] = []
 
     def _activate(self) -> None:
@@ -133,11 +157,42 @@ class OpenVinoBackend(Backend):
         if LOGITS not in self._outputs or any(name not in (LOGITS, EMBEDDING) for name in self._outputs):
             raise BackendError(f"{self.onnx_path}: OpenVINO reads outputs {self._outputs}, not logits (and embedding)")
 
+    @property
+    def static_shapes_compiled(self) -> list[tuple]:
+        """The input shapes (audio's, lengths') that run on a compile of their own."""
+        return list(self._static)
+
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         assert self._compiled is not None
-        result = self._compiled({"audio": feeds["audio"], "lengths": feeds["lengths"]})
-        ports = zip(self._outputs, self._compiled.outputs, strict=True)
+        inputs = {"audio": feeds["audio"], "lengths": feeds["lengths"]}
+        compiled = self._for_shape(tuple(array.shape for array in inputs.values()), inputs)
+        result = compiled(inputs)
+        ports = zip(self._outputs, compiled.outputs, strict=True)
         return {name: np.asarray(result[port], dtype=np.float32) for name, port in ports}
+
+    def _for_shape(self, shape: tuple, inputs: Mapping[str, np.ndarray]) -> Any:
+        """The compile for this shape alone if it has one (or has now earned one), else the dynamic one."""
+        if (compiled := self._static.get(shape)) is not None or len(self._static) >= self.static_shapes:
+            return compiled or self._compiled
+        seen = self._seen.get(shape, 0) + 1
+        if seen < STATIC_AFTER:
+            if len(self._seen) >= _SEEN_LIMIT:
+                self._seen.clear()
+            self._seen[shape] = seen
+            return self._compiled
+        self._seen.pop(shape, None)
+        try:
+            model = read_bundle_graph(self.onnx_path)
+            model.reshape({name: list(array.shape) for name, array in inputs.items()})
+            self._static[shape] = compiled = compile_for_cpu(model, self.threads)
+        except Exception as error:  # a graph OpenVINO will not fix to this shape: every shape stays dynamic
+            log.warning("%s: OpenVINO cannot compile it for shape %s (%s); running it dynamic", self.onnx_path, shape,
+                        str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)  # fmt: skip
+            self.static_shapes = len(self._static)
+            return self._compiled
+        return compiled
 
     def _deactivate(self) -> None:
         self._compiled = None
+        self._static.clear()
+        self._seen.clear()
