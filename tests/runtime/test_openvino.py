@@ -64,6 +64,44 @@ def test_a_repeated_shape_gets_a_compile_of_its_own_that_answers_as_onnxruntime_
         assert backend.static_shapes_compiled == []
 
 
+def test_the_environment_sets_how_many_shapes_get_a_compile_of_their_own(tiny_bundle, monkeypatch):
+    from ser.runtime.base import BackendError
+    from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
+
+    bundle = Bundle.load(tiny_bundle("resnet18"))
+    monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", "0")
+    with EmotionRecognizer.load(bundle.path, backend="openvino-cpu", threads=2) as recognizer:
+        for _ in range(STATIC_AFTER + 1):
+            recognizer.classify([speech_like(1.0)])
+        assert recognizer.backend.static_shapes_compiled == []
+    for setting in ("-1", "four", ""):
+        monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", setting)
+        with pytest.raises(BackendError, match=f"SER_OPENVINO_STATIC_SHAPES={setting!r}: give a whole number"):
+            OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs)
+
+
+def test_a_shape_openvino_will_not_compile_for_leaves_every_shape_dynamic(tiny_bundle, monkeypatch, caplog):
+    import ser.runtime.openvino as openvino
+
+    bundle = Bundle.load(tiny_bundle("resnet18"))
+    compile_any_shape = openvino.compile_for_cpu
+
+    def refuse_fixed_shapes(model, threads, perf_count=False):  # as OpenVINO refuses a graph it cannot reshape
+        if not isinstance(model, Path) and model.get_parameters()[0].get_partial_shape().is_static:
+            raise RuntimeError("Check 'shape_infer' failed\nmore detail")
+        return compile_any_shape(model, threads, perf_count)
+
+    monkeypatch.setattr(openvino, "compile_for_cpu", refuse_fixed_shapes)
+    caplog.set_level(logging.WARNING, logger="ser")
+    feeds = _ragged_feeds((1.0,))
+    with openvino.OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        answers = [backend.infer(feeds)["logits"] for _ in range(openvino.STATIC_AFTER + 2)]
+        assert backend.static_shapes_compiled == []
+    assert caplog.text.count("cannot compile it for shape ((1, 16000), (1,)) (Check 'shape_infer' failed)") == 1
+    for logits in answers[1:]:
+        np.testing.assert_array_equal(logits, answers[0])
+
+
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_checkpoint, synth_corpus, tmp_path_factory) -> Bundle:
     options = ExportOptions(

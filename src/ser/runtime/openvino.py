@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,8 @@ def compile_for_cpu(model: Any, threads: int | None, perf_count: bool = False) -
 
 
 STATIC_SHAPES = 4  # shapes compiled for alone, per backend: each holds its own copy of the packed weights
+STATIC_BYTES = 3 << 29  # and their graphs' file sizes add up to at most this (each costs about twice it in memory)
+STATIC_SHAPES_ENV = "SER_OPENVINO_STATIC_SHAPES"  # overrides STATIC_SHAPES where a backend is not told
 STATIC_AFTER = 2  # calls at a shape before it gets its own compile: a shape seen once may never come again
 _SEEN_LIMIT = 1024  # shapes counted at most (a service's ragged batches make new ones without end)
 
@@ -128,7 +131,9 @@ class OpenVinoBackend(Backend):
     One compile takes any shape. OpenVINO runs a graph of fixed shape faster (its elementwise chains become
     one JIT kernel, fewer layout changes, no shape inference per call), so the first `static_shapes` input
     shapes to be seen `STATIC_AFTER` times are compiled again for that shape alone and run there from then
-    on: the same graph and kernels, at the memory of another copy of the weights each (0 turns it off)."""
+    on: the same graph and kernels, at the memory of another copy of the weights each, so no more of them
+    than fit in `STATIC_BYTES` (one for an FP32 HuBERT-large). `static_shapes` None reads the environment's
+    SER_OPENVINO_STATIC_SHAPES, else takes STATIC_SHAPES; 0 turns it off."""
 
     name = "openvino-cpu"
 
@@ -137,12 +142,18 @@ class OpenVinoBackend(Backend):
         onnx_path: str | Path,
         input_spec: tuple[TensorSpec, ...],
         threads: int | None = None,
-        static_shapes: int = STATIC_SHAPES,
+        static_shapes: int | None = None,
     ):
         super().__init__(input_spec)
         self.onnx_path = Path(onnx_path)
         self.threads = threads
+        if static_shapes is None:
+            setting = os.environ.get(STATIC_SHAPES_ENV, str(STATIC_SHAPES))
+            if not setting.isdigit():
+                raise BackendError(f"{STATIC_SHAPES_ENV}={setting!r}: give a whole number of shapes (0: none)")
+            static_shapes = int(setting)
         self.static_shapes = static_shapes
+        self._static_limit = 0  # static_shapes, as many as fit in STATIC_BYTES (set on activation)
         self._compiled: Any = None
         self._static: dict[tuple, Any] = {}  # input shapes → the compile for them alone
         self._seen: dict[tuple, int] = {}  # input shapes → calls so far, until compiled for
@@ -156,6 +167,9 @@ class OpenVinoBackend(Backend):
         self._outputs = [port.get_any_name() for port in self._compiled.outputs]
         if LOGITS not in self._outputs or any(name not in (LOGITS, EMBEDDING) for name in self._outputs):
             raise BackendError(f"{self.onnx_path}: OpenVINO reads outputs {self._outputs}, not logits (and embedding)")
+        weights = self.onnx_path.with_name(f"{self.onnx_path.name}.data")  # a very large model's external data
+        size = sum(path.stat().st_size for path in (self.onnx_path, weights) if path.exists())
+        self._static_limit = min(self.static_shapes, STATIC_BYTES // size)
 
     @property
     def static_shapes_compiled(self) -> list[tuple]:
@@ -172,7 +186,7 @@ class OpenVinoBackend(Backend):
 
     def _for_shape(self, shape: tuple, inputs: Mapping[str, np.ndarray]) -> Any:
         """The compile for this shape alone if it has one (or has now earned one), else the dynamic one."""
-        if (compiled := self._static.get(shape)) is not None or len(self._static) >= self.static_shapes:
+        if (compiled := self._static.get(shape)) is not None or len(self._static) >= self._static_limit:
             return compiled or self._compiled
         seen = self._seen.get(shape, 0) + 1
         if seen < STATIC_AFTER:
@@ -188,7 +202,7 @@ class OpenVinoBackend(Backend):
         except Exception as error:  # a graph OpenVINO will not fix to this shape: every shape stays dynamic
             log.warning("%s: OpenVINO cannot compile it for shape %s (%s); running it dynamic", self.onnx_path, shape,
                         str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)  # fmt: skip
-            self.static_shapes = len(self._static)
+            self._static_limit = len(self._static)
             return self._compiled
         return compiled
 
