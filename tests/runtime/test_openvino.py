@@ -64,7 +64,7 @@ def test_a_repeated_shape_gets_a_compile_of_its_own_that_answers_as_onnxruntime_
         assert backend.static_shapes_compiled == []
 
 
-def test_the_environment_sets_how_many_shapes_get_a_compile_of_their_own(tiny_bundle, monkeypatch):
+def test_the_environment_and_a_memory_budget_bound_the_shapes_compiled_for(tiny_bundle, monkeypatch):
     from ser.runtime.base import BackendError
     from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
 
@@ -74,6 +74,12 @@ def test_the_environment_sets_how_many_shapes_get_a_compile_of_their_own(tiny_bu
         for _ in range(STATIC_AFTER + 1):
             recognizer.classify([speech_like(1.0)])
         assert recognizer.backend.static_shapes_compiled == []
+    monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", "4")
+    monkeypatch.setattr("ser.runtime.openvino.STATIC_MEMORY", bundle.onnx_path.stat().st_size)  # under one compile
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        for _ in range(STATIC_AFTER + 1):
+            backend.infer(_ragged_feeds((1.0,)))
+        assert backend.static_shapes_compiled == []
     for setting in ("-1", "four", ""):
         monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", setting)
         with pytest.raises(BackendError, match=f"SER_OPENVINO_STATIC_SHAPES={setting!r}: give a whole number"):
