@@ -81,7 +81,7 @@ class NncfIrPerShape:
         shape = feeds["audio"].shape
         if shape not in self._compiled:
             model = ov.Core().read_model(str(self.folder / IR_NAME))
-            model.reshape([list(shape), [shape[0]]])
+            model.reshape({model.inputs[0]: list(shape), model.inputs[1]: [shape[0]]})
             self._compiled[shape] = compile_for_cpu(model, self.threads)
         return self._compiled[shape]([feeds["audio"], feeds["lengths"]])
 
