@@ -191,8 +191,11 @@ class OpenVinoBackend(Backend):
         assert self._compiled is not None
         inputs = {"audio": feeds["audio"], "lengths": feeds["lengths"]}
         shape = tuple(array.shape for array in inputs.values())
-        compiled = self._static.get(shape) or (self._compile_for(shape, inputs) if self._earned(shape) else None)
-        compiled = compiled or self._compiled
+        compiled = self._static.get(shape)
+        if compiled is None and self._earned(shape):
+            compiled = self._compile_for(shape, inputs)
+        if compiled is None:
+            compiled = self._compiled
         result = compiled(inputs)
         ports = zip(self._outputs, compiled.outputs, strict=True)
         return {name: np.asarray(result[port], dtype=np.float32) for name, port in ports}
