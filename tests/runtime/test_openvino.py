@@ -169,3 +169,29 @@ def test_ser_tune_prints_the_choice(tiny_bundle, tmp_path):
     assert record["choice"] in ("onnxruntime-cpu", "openvino-cpu") and len(record["measurements"]) == 2
     bad = subprocess.run([script, path, "--batch-sizes", "0"], capture_output=True, text=True)
     assert bad.returncode == 2 and "positive integers" in bad.stderr
+
+
+_CLOSE_OUT_OF_ORDER = """
+import os, signal, sys
+from ser.bundle import Bundle
+from ser.runtime.openvino import OpenVinoBackend
+
+bundle = Bundle.load(sys.argv[1])
+first, second = (OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=1) for _ in range(2))
+first.activate()
+second.activate()
+first.deactivate()
+second.deactivate()
+try:
+    os.kill(os.getpid(), signal.SIGINT)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_backends_closed_in_any_order_leave_python_signals_working(tiny_bundle):
+    # Each OpenVINO plugin swaps the thread's signal stack; closed first-opened-first they left it unmapped
+    # and the next signal (Ctrl-C, torch's SIGCHLD) was a SIGSEGV. Run apart: a crash must not take pytest.
+    script = [sys.executable, "-X", "faulthandler", "-c", _CLOSE_OUT_OF_ORDER, str(tiny_bundle("resnet18"))]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout.strip()) == (0, "interrupted"), result.stderr[-2000:]

@@ -11,8 +11,12 @@ gate judges it through this class (`ser.runtime.recognizer`, `ser.export.exporte
 
 from __future__ import annotations
 
+import ctypes
 import importlib.util
-from collections.abc import Mapping
+import logging
+import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +24,8 @@ import numpy as np
 
 from ser.bundle import EMBEDDING, LOGITS, TensorSpec
 from ser.runtime.base import Backend, BackendError
+
+log = logging.getLogger(__name__)
 
 
 def unavailable_reason() -> str | None:
@@ -99,6 +105,34 @@ def read_bundle_graph(onnx_path: str | Path) -> Any:
     return model
 
 
+class _SignalStack(ctypes.Structure):
+    _fields_ = [("ss_sp", ctypes.c_void_p), ("ss_flags", ctypes.c_int), ("ss_size", ctypes.c_size_t)]
+
+
+@contextmanager
+def _thread_signal_stack_kept() -> Iterator[None]:
+    """Put back this thread's alternate signal stack after OpenVINO's CPU plugin is created.
+
+    Each plugin (one per `ov.Core` that compiles) installs a signal stack of its own on the creating thread
+    and, when freed, restores the one it found, which may be another plugin's, already unmapped. Freed in any
+    order but last-made-first, that leaves the thread's stack dangling, and the next Python signal delivered
+    there (SIGINT, or the SIGCHLD handler torch's DataLoader installs) kills the process with SIGSEGV.
+    With the thread's own stack back in place, a plugin's teardown finds its stack unused and leaves the
+    thread alone. Where the kernel refuses the old stack (too small once AMX state is enabled), the
+    plugin's stays."""
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    before = _SignalStack()
+    kept = libc.sigaltstack(None, ctypes.byref(before)) == 0
+    try:
+        yield
+    finally:
+        if kept and libc.sigaltstack(ctypes.byref(before), None) != 0:
+            log.warning("openvino-cpu: could not restore this thread's signal stack (errno %d)", ctypes.get_errno())
+
+
 def compile_for_cpu(model: Any, threads: int | None, perf_count: bool = False) -> Any:
     """`model` (an ONNX or IR path, or an OpenVINO model) compiled for this CPU: f32 pinned, latency hint,
     `threads` threads; `perf_count` keeps per-node timings (for profiling; it costs a little on every call)."""
@@ -109,7 +143,8 @@ def compile_for_cpu(model: Any, threads: int | None, perf_count: bool = False) -
         config["INFERENCE_NUM_THREADS"] = threads
     if perf_count:
         config["PERF_COUNT"] = True
-    return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
+    with _thread_signal_stack_kept():
+        return ov.Core().compile_model(model if isinstance(model, ov.Model) else str(model), "CPU", config)
 
 
 class OpenVinoBackend(Backend):
