@@ -12,9 +12,12 @@ ser.bench.peers.export_openvino (NNCF's own placement of the quantizers, on Open
 checkpoint). Every backend is loaded at once and timed in interleaved rounds (two warm-up calls per case
 first, a 50 ms pause before each call as in ser-bench, so one engine's spinning threads do not slow the
 next) on clips of synthetic speech (`--seconds`, default 4) at batch 1 and 4; p50 in ms. Speed only: with
-random weights the answers say nothing. `--profile N` then compiles each OpenVINO graph again with per-node
-counters and sums, over N calls at batch 4 × 4 s, the time of each kind of node (its type and the kernel
-OpenVINO chose), so two graphs can be compared where their time goes.
+random weights the answers say nothing. ser's OpenVINO backend compiles a repeated shape for that shape alone
+(on its second call, so within the warm-up); `--shapes` adds the same backend with that turned off, and NNCF's
+IR compiled for each case's shape as its user could by hand, so both ways are timed for both graphs.
+`--profile N` then compiles each OpenVINO graph again with per-node counters and sums, over N calls at
+batch 4 × 4 s, the time of each kind of node (its type and the kernel OpenVINO chose), so two graphs can be
+compared where their time goes.
 """
 
 from __future__ import annotations
@@ -60,6 +63,29 @@ def node_times_ms(model: Any, threads: int, feeds: dict[str, np.ndarray], calls:
     return {key: round(ms, 2) for key, ms in sorted(totals.items(), key=lambda kv: -kv[1]) if ms >= 0.01}
 
 
+class NncfIrPerShape:
+    """NNCF's IR reshaped to each input shape and compiled for it (what `static_shapes` does for ser's graph)."""
+
+    def __init__(self, folder: Path, threads: int):
+        self.folder, self.threads, self._compiled = folder, threads, {}
+
+    def activate(self) -> None:
+        pass
+
+    def deactivate(self) -> None:
+        self._compiled.clear()
+
+    def infer(self, feeds: dict[str, np.ndarray]) -> Any:
+        import openvino as ov
+
+        shape = feeds["audio"].shape
+        if shape not in self._compiled:
+            model = ov.Core().read_model(str(self.folder / IR_NAME))
+            model.reshape({model.inputs[0]: list(shape), model.inputs[1]: [shape[0]]})
+            self._compiled[shape] = compile_for_cpu(model, self.threads)
+        return self._compiled[shape]([feeds["audio"], feeds["lengths"]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bundle", action="append", required=True, metavar="LABEL=BUNDLE")
@@ -67,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seconds", type=float, action="append", help="clip length (repeatable; default 4)")
+    parser.add_argument("--shapes", action="store_true", help="also both graphs without and with a compile per shape")
     parser.add_argument("--profile", type=int, default=0, metavar="N")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
@@ -77,11 +104,17 @@ def main() -> None:
         backends[f"openvino-cpu, ser QDQ {name}"] = OpenVinoBackend(
             bundle.onnx_path, bundle.manifest.inputs, args.threads
         )
+        if args.shapes:
+            backends[f"openvino-cpu, ser QDQ {name}, dynamic only"] = OpenVinoBackend(
+                bundle.onnx_path, bundle.manifest.inputs, args.threads, static_shapes=0
+            )
         backends[f"onnxruntime-cpu, ser QDQ {name}"] = OnnxRuntimeBackend(
             bundle.onnx_path, bundle.manifest.inputs, threads=args.threads
         )
     if args.nncf:
         backends["openvino, NNCF IR"] = NncfIr(args.nncf, threads=args.threads)
+        if args.shapes:
+            backends["openvino, NNCF IR, compiled per shape"] = NncfIrPerShape(args.nncf, args.threads)
     for backend in backends.values():
         backend.activate()
     p50_ms: dict[str, dict[str, float]] = {key: {} for key in backends}

@@ -33,6 +33,81 @@ def test_a_ragged_batch_answers_as_each_clip_alone(tiny_bundle, name):
             np.testing.assert_allclose(list(alone.scores.values()), list(answer.scores.values()), atol=1e-5)
 
 
+def _ragged_feeds(seconds: tuple[float, ...]) -> dict[str, np.ndarray]:
+    clips = [speech_like(s, seed=i) for i, s in enumerate(seconds)]
+    audio = np.zeros((len(clips), max(len(c) for c in clips)), dtype=np.float32)
+    for row, clip in enumerate(clips):
+        audio[row, : len(clip)] = clip
+    return {"audio": audio, "lengths": np.array([len(c) for c in clips], dtype=np.int64)}
+
+
+@pytest.mark.parametrize("name", ["wavlm", "resnet18"])
+def test_a_repeated_shape_gets_a_compile_of_its_own_that_answers_as_onnxruntime_does(tiny_bundle, name):
+    from ser.runtime.onnxrt import OnnxRuntimeBackend
+    from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
+
+    bundle = Bundle.load(tiny_bundle(name))
+    ragged, other = _ragged_feeds((1.0, 0.4, 1.6)), _ragged_feeds((0.5,))
+    with OnnxRuntimeBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        expected = backend.infer(ragged)["logits"]
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2, static_shapes=1) as backend:
+        answers = [backend.infer(ragged)["logits"] for _ in range(STATIC_AFTER + 1)]
+        assert backend.static_shapes_compiled == [((3, 25_600), (3,))]
+        for _ in range(STATIC_AFTER + 1):  # the one shape it may compile for is taken: this one stays dynamic
+            backend.infer(other)
+        assert backend.static_shapes_compiled == [((3, 25_600), (3,))]
+    for logits in answers:  # the padded rows masked as before: the bundle's ragged-batch contract holds there too
+        np.testing.assert_allclose(logits, expected, atol=1e-4)
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2, static_shapes=0) as backend:
+        for _ in range(STATIC_AFTER + 1):
+            backend.infer(ragged)
+        assert backend.static_shapes_compiled == []
+
+
+def test_the_environment_and_a_memory_budget_bound_the_shapes_compiled_for(tiny_bundle, monkeypatch):
+    from ser.runtime.base import BackendError
+    from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
+
+    bundle = Bundle.load(tiny_bundle("resnet18"))
+    monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", "0")
+    with EmotionRecognizer.load(bundle.path, backend="openvino-cpu", threads=2) as recognizer:
+        for _ in range(STATIC_AFTER + 1):
+            recognizer.classify([speech_like(1.0)])
+        assert recognizer.backend.static_shapes_compiled == []
+    monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", "4")
+    monkeypatch.setattr("ser.runtime.openvino.STATIC_MEMORY", bundle.onnx_path.stat().st_size)  # under one compile
+    with OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        for _ in range(STATIC_AFTER + 1):
+            backend.infer(_ragged_feeds((1.0,)))
+        assert backend.static_shapes_compiled == []
+    for setting in ("-1", "four", ""):
+        monkeypatch.setenv("SER_OPENVINO_STATIC_SHAPES", setting)
+        with pytest.raises(BackendError, match=f"SER_OPENVINO_STATIC_SHAPES={setting!r}: give a whole number"):
+            OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs)
+
+
+def test_a_shape_openvino_will_not_compile_for_leaves_every_shape_dynamic(tiny_bundle, monkeypatch, caplog):
+    import ser.runtime.openvino as openvino
+
+    bundle = Bundle.load(tiny_bundle("resnet18"))
+    compile_any_shape = openvino.compile_for_cpu
+
+    def refuse_fixed_shapes(model, threads, perf_count=False):  # as OpenVINO refuses a graph it cannot reshape
+        if not isinstance(model, Path) and model.get_parameters()[0].get_partial_shape().is_static:
+            raise RuntimeError("Check 'shape_infer' failed\nmore detail")
+        return compile_any_shape(model, threads, perf_count)
+
+    monkeypatch.setattr(openvino, "compile_for_cpu", refuse_fixed_shapes)
+    caplog.set_level(logging.WARNING, logger="ser")
+    feeds = _ragged_feeds((1.0,))
+    with openvino.OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=2) as backend:
+        answers = [backend.infer(feeds)["logits"] for _ in range(openvino.STATIC_AFTER + 2)]
+        assert backend.static_shapes_compiled == []
+    assert caplog.text.count("cannot compile it for shape ((1, 16000), (1,)) (Check 'shape_infer' failed)") == 1
+    for logits in answers[1:]:
+        np.testing.assert_array_equal(logits, answers[0])
+
+
 @pytest.fixture(scope="module")
 def int8_bundle(tiny_checkpoint, synth_corpus, tmp_path_factory) -> Bundle:
     options = ExportOptions(
@@ -173,13 +248,18 @@ def test_ser_tune_prints_the_choice(tiny_bundle, tmp_path):
 
 _CLOSE_OUT_OF_ORDER = """
 import os, signal, sys
+import numpy as np
 from ser.bundle import Bundle
-from ser.runtime.openvino import OpenVinoBackend
+from ser.runtime.openvino import STATIC_AFTER, OpenVinoBackend
 
 bundle = Bundle.load(sys.argv[1])
 first, second = (OpenVinoBackend(bundle.onnx_path, bundle.manifest.inputs, threads=1) for _ in range(2))
 first.activate()
 second.activate()
+feeds = {"audio": np.zeros((1, 16_000), np.float32), "lengths": np.array([16_000])}
+for _ in range(STATIC_AFTER):  # a compile per shape: a third plugin, made after the second
+    first.infer(feeds)
+assert first.static_shapes_compiled
 first.deactivate()
 second.deactivate()
 try:
@@ -190,8 +270,8 @@ except KeyboardInterrupt:
 
 
 def test_backends_closed_in_any_order_leave_python_signals_working(tiny_bundle):
-    # Each OpenVINO plugin swaps the thread's signal stack; closed first-opened-first they left it unmapped
-    # and the next signal (Ctrl-C, torch's SIGCHLD) was a SIGSEGV. Run apart: a crash must not take pytest.
+    # Each OpenVINO plugin swaps the thread's signal stack; freed first-made-first they left it unmapped and
+    # the next signal (Ctrl-C, torch's SIGCHLD) was a SIGSEGV. Run apart: a crash must not take pytest.
     script = [sys.executable, "-X", "faulthandler", "-c", _CLOSE_OUT_OF_ORDER, str(tiny_bundle("resnet18"))]
     result = subprocess.run(script, capture_output=True, text=True, timeout=300)
     assert (result.returncode, result.stdout.strip()) == (0, "interrupted"), result.stderr[-2000:]
