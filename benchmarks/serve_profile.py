@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import soundfile as sf
 from serve_load import load, start_serve
-from triton_vs_serve import HEADERS, infer_body
+from triton_vs_serve import HEADERS, infer_body, process_tree
 
 from ser.audio import SAMPLE_RATE
 from ser.bench.environment import cpu_info
@@ -32,15 +32,17 @@ from ser.data.signals import synthetic_voice
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def thread_cpu_s(pid: int) -> dict[int, float]:
-    """CPU seconds (user + system) of each live thread of `pid`."""
+def thread_cpu_s(pid: int) -> dict[tuple[int, int], float]:
+    """CPU seconds (user + system) of each live thread of `pid` and of its children (the model instances'
+    processes at `--instances 2` or more), keyed by (process, thread)."""
     times = {}
-    for stat in Path(f"/proc/{pid}/task").glob("*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the thread ended
-            continue
-        times[int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / TICKS
+    for process in process_tree(pid):
+        for stat in Path(f"/proc/{process}/task").glob("*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # the thread ended
+                continue
+            times[process, int(stat.parent.name)] = (int(fields[11]) + int(fields[12])) / TICKS
     return times
 
 
@@ -85,12 +87,12 @@ def main() -> None:
     busy = metric(metrics_after, "ser_inference_seconds_sum") - metric(metrics_before, "ser_inference_seconds_sum")
     if batches:
         print(f"{batches:.0f} batches, {clips / batches:.1f} clips each, {1000 * busy / batches:.1f} ms each")
-    print("thread | CPU s | CPU ms per request")
-    spent = {tid: after[tid] - before.get(tid, 0.0) for tid in after}
-    for tid, seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
+    print("process/thread | CPU s | CPU ms per request")
+    spent = {key: after[key] - before.get(key, 0.0) for key in after}
+    for (pid, tid), seconds in sorted(spent.items(), key=lambda kv: -kv[1]):
         if seconds >= 0.05:
-            role = "event loop" if tid == server.pid else "thread"
-            print(f"{tid} ({role}) | {seconds:.2f} | {1000 * seconds / max(answered, 1):.3f}")
+            role = "event loop" if tid == server.pid else "server thread" if pid == server.pid else "instance"
+            print(f"{pid}/{tid} ({role}) | {seconds:.2f} | {1000 * seconds / max(answered, 1):.3f}")
     print(f"all | {sum(spent.values()):.2f} | {1000 * sum(spent.values()) / max(answered, 1):.3f}")
 
 

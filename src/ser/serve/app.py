@@ -250,6 +250,7 @@ class ServeApp(FastAPI):
     catches its own errors and answers them as every /v2 route does."""
 
     infer: Any = None  # set by create_app: the infer route's ASGI callable
+    infer_route: InferRoute | None = None  # the route itself, which ser-serve's protocol answers without ASGI
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and InferRoute.model_name(scope["path"]):
@@ -268,7 +269,8 @@ def create_app(settings: ServeSettings) -> ServeApp:
     )
     _handle_errors(app)
 
-    app.infer = ObserveRequests(InferRoute(service), metrics=service.metrics)
+    app.infer_route = InferRoute(service)
+    app.infer = ObserveRequests(app.infer_route, metrics=service.metrics)
     app.add_middleware(ObserveRequests, metrics=service.metrics)
     _document_infer(app)
 
@@ -411,22 +413,31 @@ class InferRoute:
         scope["route"] = self
         extra: list[tuple[bytes, bytes]] = []
         if scope["method"] == "POST":
-            status, body = await self._answer(name, Request(scope, receive))
+            request = Request(scope, receive)
+            try:
+                body = await _read_raw(request, self.service.settings)
+            except ApiError as e:
+                status, answer = e.status, _json({"error": e.message})
+            except ClientDisconnect:
+                log.info("%s %s: the client disconnected before its request was read", _client(request), scope["path"])
+                status, answer = 499, _json({"error": "client disconnected"})  # nobody reads it; the log and metrics do
+            else:
+                status, answer = await self.respond(name, body, request.headers.get(v2.HEADER_LENGTH))
         else:
-            status, body = 405, _json({"error": f"{scope['method']} is not allowed here; POST"})
+            status, answer = 405, _json({"error": f"{scope['method']} is not allowed here; POST"})
             extra = [(b"allow", b"POST")]
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), *extra]
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode()), *extra]
         await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        await send({"type": "http.response.body", "body": answer})
 
-    async def _answer(self, name: str, request: Request) -> tuple[int, bytes]:
-        """(status, JSON body) for an infer request (DESCRIPTION says what it takes and gives)."""
+    async def respond(self, name: str, body: bytes, header_length: str | None) -> tuple[int, bytes]:
+        """(status, JSON body) for an infer request's whole body, however it arrived: through ASGI above, or
+        straight from ser-serve's HTTP protocol (ser.serve.protocol). Never raises."""
         service = self.service
         try:
             model = service.named(name)
-            body = await _read_raw(request, service.settings)
             try:
-                header, tensors = v2.parse_infer_request(body, request.headers.get(v2.HEADER_LENGTH))
+                header, tensors = v2.parse_infer_request(body, header_length)
                 decoders = oip.clip_decoders(tensors, service.settings.max_seconds)
             except (v2.ProtocolError, AudioError) as e:
                 raise ApiError(400, str(e)) from None
@@ -435,11 +446,8 @@ class InferRoute:
             return 200, _json(v2.infer_response(name, header, outputs))
         except ApiError as e:
             return e.status, _json({"error": e.message})
-        except ClientDisconnect:
-            log.info("%s %s: the client disconnected before its request was read", _client(request), request.url.path)
-            return 499, _json({"error": "client disconnected"})  # nobody reads it; the access log and metrics do
         except Exception as e:
-            log.exception("unexpected error on %s", request.url.path)
+            log.exception("unexpected error on /v2/models/%s/infer", name)
             return 500, _json({"error": f"internal error: {type(e).__name__}: {e}"})
 
 
@@ -568,6 +576,9 @@ async def _stream(request: Request, limit: int) -> bytes:
 async def _read_raw(request: Request, settings: ServeSettings) -> bytes:
     """The whole body, within the upload limit and the body deadline."""
     limit = int(settings.max_upload_mb * 1024 * 1024)
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"upload of {int(declared)} bytes is over the limit of {limit} bytes")
     try:
         async with asyncio.timeout(settings.body_timeout_s):
             return await _stream(request, limit)

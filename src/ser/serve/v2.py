@@ -27,11 +27,13 @@ class ProtocolError(ValueError):
 def parse_infer_request(body: bytes, header_length: str | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """(the JSON header, name → tensor) of an infer request body."""
     if header_length is None:
-        header, binary = body, b""
+        header, binary = body, memoryview(b"")
     else:
         if not header_length.isdigit() or int(header_length) > len(body):
             raise ProtocolError(f"{HEADER_LENGTH} {header_length!r} is not a length within the {len(body)}-byte body")
-        header, binary = body[: int(header_length)], body[int(header_length) :]
+        # The binary part as a view: its tensors are cut from it without copying the body (BYTES elements are
+        # copied once, as each becomes its own bytes).
+        header, binary = body[: int(header_length)], memoryview(body)[int(header_length) :]
     try:
         request = json.loads(header)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -64,7 +66,7 @@ def _count(shape: list[int]) -> int:
     return math.prod(shape)
 
 
-def _from_binary(name: str, datatype: Any, shape: list[int], data: bytes) -> np.ndarray:
+def _from_binary(name: str, datatype: Any, shape: list[int], data: memoryview) -> np.ndarray:
     if datatype == "BYTES":
         elements, pos = [], 0
         while pos < len(data):
@@ -73,7 +75,7 @@ def _from_binary(name: str, datatype: Any, shape: list[int], data: bytes) -> np.
             (n,) = struct.unpack_from("<I", data, pos)
             if pos + 4 + n > len(data):
                 raise ProtocolError(f"{name}: a BYTES element claims {n} bytes past the end of its data")
-            elements.append(data[pos + 4 : pos + 4 + n])
+            elements.append(bytes(data[pos + 4 : pos + 4 + n]))
             pos += 4 + n
         if len(elements) != _count(shape):
             raise ProtocolError(f"{name}: {len(elements)} BYTES elements for shape {shape}")
