@@ -13,7 +13,9 @@ Attacks (the hostile-input issue's list): a WAV claiming 1 Hz; a FLAC claiming 2
 samples near ±3.4e38 (predict and timeline); 79,201 timeline windows, a 0.00001 s hop, NaN
 parameters; 20 idle connections that never send a byte; a body sent at 1 byte/s; a request head of
 64 KiB; a client that disconnects mid-body; a malformed multipart body; an Open Inference Protocol
-tensor whose shape claims 2^64 elements (numpy's 64-bit product wraps that to 0) in 0 bytes.
+tensor whose shape claims 2^64 elements (numpy's 64-bit product wraps that to 0) in 0 bytes; and, as
+ser-serve's protocol reads the infer route's bodies itself, its own: a body at 1 byte/s, a disconnect
+mid-body, a head claiming a 1 TiB body, and a chunked body that runs past the upload limit.
 """
 
 from __future__ import annotations
@@ -84,6 +86,9 @@ def attacks(url: str, port: int, good: bytes, model: str) -> dict:
     ten_seconds = wav_bytes(10.0, seed=1)
     head = f"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\nContent-Length: {len(good)}\r\n\r\n"
     padded_head = head.encode()[:-2] + b"X-Pad: " + b"a" * (64 << 10) + b"\r\n\r\n"
+    # The infer route's body is gathered by ser-serve's protocol itself (ser.serve.protocol): its own attacks.
+    infer = f"POST /v2/models/{model}/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/octet-stream\r\n"
+    infer_head = f"{infer}Content-Length: {len(good)}\r\n\r\n".encode()
 
     def post(path: str, content: bytes, params: dict | None = None, headers: dict | None = None) -> str:
         response = httpx.post(url + path, content=content, params=params, headers=headers or WAV, timeout=60)
@@ -121,6 +126,13 @@ def attacks(url: str, port: int, good: bytes, model: str) -> dict:
         "body at 1 byte/s": lambda: raw_exchange(port, head.encode() + good[:12], trickle=1.0),
         "64 KiB of headers": lambda: raw_exchange(port, padded_head),
         "disconnect mid-body": lambda: raw_exchange(port, head.encode() + good[:100], close_after=0.2),
+        "infer body at 1 byte/s": lambda: raw_exchange(port, infer_head + good[:12], trickle=1.0),
+        "infer disconnect mid-body": lambda: raw_exchange(port, infer_head + good[:100], close_after=0.2),
+        "infer claiming a 1 TiB body": lambda: raw_exchange(port, f"{infer}Content-Length: {1 << 40}\r\n\r\n".encode()),
+        "infer chunked past the limit": lambda: raw_exchange(
+            port,
+            f"{infer}Transfer-Encoding: chunked\r\n\r\n".encode() + (b"100000\r\n" + b"\0" * (1 << 20) + b"\r\n") * 30,
+        ),
         "good request": lambda: post("/v1/predict", good),
     }
 

@@ -198,3 +198,17 @@ def _sent(client, data: bytes) -> socket.socket:
     conn.settimeout(30)
     conn.sendall(data)
     return conn
+
+
+def test_an_infer_request_asking_to_upgrade_is_left_to_uvicorn(service, write_clip, caplog):
+    import logging
+
+    wav = write_clip("a.wav", seconds=0.5).read_bytes()
+    caplog.set_level(logging.WARNING)
+    with service() as client:
+        conn = _sent(client, _infer_request(wav, "Connection: Upgrade\r\nUpgrade: websocket\r\n"))
+        answer = _read_all(conn)
+        assert client.get("/healthz").status_code == 200
+    # Without a WebSocket library uvicorn declines the upgrade; llhttp stops at it, so the body never arrives.
+    assert answer.startswith(b"HTTP/1.1 400") and b"not a length within the 0-byte body" in answer
+    assert "Fatal error" not in caplog.text and "Traceback" not in caplog.text

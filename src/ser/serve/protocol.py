@@ -108,6 +108,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         route = self._infer_route
         if route is None or self.parser.get_method() != b"POST" or self.expect_100_continue or self.root_path:
             return None
+        if self.parser.should_upgrade():
+            return None  # uvicorn's own handling (it refuses, or hands over to WebSockets)
         if self.cycle is not None and not self.cycle.response_complete:
             return None  # pipelined behind a request still being answered: uvicorn queues it
         if self.limit_concurrency is not None and (
@@ -119,7 +121,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return None
         header_length, declared = None, None
         for key, value in self.headers:
-            if key == b"inference-header-content-length":
+            if key == b"inference-header-content-length" and header_length is None:  # the first, as ASGI's
                 header_length = value.decode("latin-1")
             elif key == b"content-length":
                 declared = value
