@@ -13,14 +13,14 @@ from ser.serve.protocol import server_options
 
 
 @contextmanager
-def running_service(settings: ServeSettings) -> Iterator[httpx.Client]:
+def running_service(settings: ServeSettings, log_level: str = "warning") -> Iterator[httpx.Client]:
     """The real app under uvicorn on a loopback port, in a thread; a client pointed at it."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     options = server_options(settings.keep_alive_s, settings.max_connections)  # as ser-serve runs it
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning", **options))
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level=log_level, **options))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 60

@@ -212,3 +212,16 @@ def test_an_infer_request_asking_to_upgrade_is_left_to_uvicorn(service, write_cl
     # Without a WebSocket library uvicorn declines the upgrade; llhttp stops at it, so the body never arrives.
     assert answer.startswith(b"HTTP/1.1 400") and b"not a length within the 0-byte body" in answer
     assert "Fatal error" not in caplog.text and "Traceback" not in caplog.text
+
+
+def test_infer_requests_answered_by_the_protocol_are_in_uvicorns_access_log(tiny_bundle, write_clip, capfd):
+    from ser.serve import ServeSettings
+    from tests.serve.conftest import running_service
+
+    wav = write_clip("a.wav", seconds=0.5).read_bytes()
+    with running_service(ServeSettings(bundle=str(tiny_bundle("wavlm")), threads=1), log_level="info") as client:
+        answers = _responses(_read_all(_sent(client, _infer_request(wav, "Connection: close\r\n"))))
+    logged = capfd.readouterr()
+    assert [status for status, _ in answers] == [200]
+    assert '"POST /v2/models/wavlm/infer HTTP/1.1" 200' in logged.out + logged.err
+    assert "Logging error" not in logged.err

@@ -451,9 +451,12 @@ class InferRoute:
             return 500, _json({"error": f"internal error: {type(e).__name__}: {e}"})
 
 
+_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))  # as JSONResponse renders
+
+
 def _json(content: Any) -> bytes:
     """JSON as Starlette's JSONResponse renders it."""
-    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
+    return _JSON.encode(content).encode("utf-8")
 
 
 def _document_infer(app: FastAPI) -> None:

@@ -251,8 +251,8 @@ class InferExchange:
             return
         if protocol.access_log:  # as uvicorn logs a request
             target = self.target.decode("latin-1")
-            protocol.access_logger.info(
-                '%s - "POST %s HTTP/%s" %d', _peer(protocol.client), target, self.version, status
+            protocol.access_logger.info(  # these five arguments: uvicorn's AccessFormatter reads them
+                '%s - "%s %s HTTP/%s" %d', _peer(protocol.client), "POST", target, self.version, status
             )
         head = [STATUS_LINE[status]]
         for key, value in protocol.server_state.default_headers:
