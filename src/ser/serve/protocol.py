@@ -19,8 +19,8 @@ protocol gathers its body, hands it to ServeApp's InferRoute (the same `respond`
 writes the answer in one send. uvicorn's per-request ASGI machinery (scope, receive and send messages,
 flow control, middleware) was most of the event loop's time per request; with a Python front end on the
 cores the model uses, that time is throughput (benchmarks/RESULTS.md). Anything unusual about such a
-request (a pipelined one still queued, `Expect: 100-continue`, forwarded-for headers, a percent-encoded
-path, the concurrency limit reached) goes the ASGI way instead, so it is answered exactly as before.
+request (a pipelined one still queued, `Expect: 100-continue`, an upgrade, forwarded-for headers, a
+percent-encoded path, the concurrency limit reached) goes the ASGI way instead, so it is answered as before.
 """
 
 from __future__ import annotations
