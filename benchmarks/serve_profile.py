@@ -1,12 +1,14 @@
-"""Where ser-serve's CPU goes under load: CPU time per request of each of its threads, and its batches.
+"""Where ser-serve's CPU goes under load: CPU time per request of each of its threads (and of its model
+instances' processes), and its batches.
 
-    python benchmarks/serve_profile.py BUNDLE [--clients 64] [--seconds 15] [-- SER-SERVE OPTIONS...]
+    python benchmarks/serve_profile.py [--clients 64] [--seconds 15] BUNDLE [-- SER-SERVE OPTIONS...]
 
 The request and the load are triton_vs_serve.py's (an Open Inference Protocol infer request with a 2 s
 WAV as AUDIO_FILE, wrk with `--clients` connections, a 3 s warm-up). Each thread's user + system time
-comes from /proc/<pid>/task/*/stat before and after the measured run, so native threads (ONNX
-Runtime's pool) count as well as Python's: the event loop is the process's first thread, the batch
-threads and the model's own pool follow. Loopback only; wrk shares the cores.
+comes from /proc/<pid>/task/*/stat before and after the measured run, for the server and its child
+processes, so native threads (ONNX Runtime's pool) count as well as Python's: the event loop is the
+server's first thread, its batch threads and the model's own pool follow; with `--instances 2` or more
+each instance's process is listed too. Loopback only; wrk shares the cores.
 """
 
 from __future__ import annotations
