@@ -225,7 +225,7 @@ class InferExchange:
 
     def refuse(self, status: int, message: str) -> None:
         """Answer `status` before the body is in, and close the connection."""
-        self.keep_alive = False
+        self.keep_alive, self.chunks = False, []  # what came of the body is not kept while the connection lingers
         error = json.dumps({"error": message}, ensure_ascii=False, separators=(",", ":"))  # as the route's errors
         self._send(status, error.encode(), refusing=True)
 
